@@ -1,0 +1,28 @@
+"""minidiff — a small, exact diffusion engine in NumPy with autograd gradients.
+
+Read the source in this order; each module is one concept and cites the equations it implements (the reference
+post is ../shared/seed/stability-of-diffusion-training.md, cited as "post eq. (n)").
+
+  1. backend     the array module (NumPy, or CuPy on a GPU)
+  2. schedules   β, α, ᾱ, SNR, log-SNR; named schedules; zero terminal SNR; timestep spacing
+  3. forward     q(x_t | x_0), q(x_t | x_{t−1}), the posterior q(x_{t−1} | x_t, x_0)   (post eqs. 6–8)
+  4. targets     eps, x0, v, score, mu: conversions, loss weightings, implied w(λ)
+  5. elbo        Gaussian KL; L_T, L_{t−1}, L_0; the whole bound                    (post eq. 3)
+
+Glossary (one name per symbol, used everywhere):
+  T               number of diffusion steps; timesteps are 0-based, t = 0 … T−1
+  beta, alpha     β_t (noise added at step t) and α_t = 1 − β_t
+  alpha_bar       ᾱ_t = Π_{s≤t} α_s: x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+  alpha_bar_prev  ᾱ_{t−1}, with ᾱ_{−1} = 1
+  snr, log_snr    SNR_t = ᾱ_t / (1 − ᾱ_t) and λ_t = log SNR_t
+  beta_tilde      β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the posterior variance
+  mu_tilde        μ̃_t, the posterior mean (post eq. 8), = coef_x0 · x_0 + coef_xt · x_t
+  x0_hat, eps_hat the network's estimates of x_0 and ε
+  v               √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022)
+"""
+from . import forward, schedules, targets
+from .forward import q_posterior, q_sample, q_step
+from .schedules import Schedule, make_schedule, timestep_spacing
+
+__all__ = ["Schedule", "make_schedule", "timestep_spacing", "q_sample", "q_step", "q_posterior",
+           "forward", "schedules", "targets"]

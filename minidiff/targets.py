@@ -1,0 +1,182 @@
+"""What the network predicts: five re-parameterisations of one posterior mean, and how to weight their losses.
+
+Every target is a fixed linear combination of the clean data x_0 and the noise ε (the post's "two orthogonal
+dimensions"), with coefficients that depend on t only. Writing s_t = √ᾱ_t and σ_t = √(1 − ᾱ_t), so that
+x_t = s_t x_0 + σ_t ε:
+
+    eps    ε                                  Ho et al. 2020, eq. (12)
+    x0     x_0                                the post's x0- ("sample"-) prediction
+    v      s_t ε − σ_t x_0                    Salimans & Ho 2022, §4 (the post writes √α_t; the standard is √ᾱ_t)
+    score  −ε / σ_t  = ∇ log q(x_t | x_0)     Song et al. 2021, eq. (3)
+    mu     μ̃_t = coef_x0 x_0 + coef_xt x_t   post eq. (8)
+
+Given x_t, any one prediction fixes both x0_hat and eps_hat (`to_x0_eps`), hence the posterior mean μ_θ — so all
+five give "the same analytic mean" (post, §Training Objective). What differs is the scale of the target and how
+an error in it maps to an error in x_0 (`mse_factor`): at fixed x_t, ‖X − X̂‖² = k_X · ‖x_0 − x0_hat‖².
+
+Loss weightings are written in x_0-space (the convention of Salimans & Ho 2022 and Hang et al. 2023): a
+weighting w_x0(SNR) on ‖x_0 − x0_hat‖² becomes w_x0 / k_X on target X. The `elbo` weighting instead makes the
+loss equal to the KL terms of the bound, and `uniform` is the target's own plain MSE.
+"""
+import re
+
+import numpy as np
+
+from .forward import posterior_variance
+from .schedules import at
+
+TARGETS = ("eps", "x0", "v", "score", "mu")
+ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}  # diffusers' prediction_type names
+WEIGHTINGS = ("uniform", "elbo", "snr", "trunc-snr", "min-snr")
+MIN_SNR_GAMMA = 5.0  # Hang et al. 2023, §4: γ = 5
+
+
+def canonical_target(name):
+    """The canonical target name for `name` or one of its diffusers aliases."""
+    name = ALIASES.get(name, name)
+    if name not in TARGETS:
+        raise ValueError(f"unknown target {name!r}; choose one of: {', '.join(TARGETS + tuple(ALIASES))}")
+    return name
+
+
+def make_target(name, schedule, x0, eps, t):
+    """The regression target of `name` for x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (table above)."""
+    name = canonical_target(name)
+    alpha_bar = at(schedule.alpha_bar, t, x0)
+    if name == "eps":
+        return eps
+    if name == "x0":
+        return x0
+    if name == "v":
+        return np.sqrt(alpha_bar) * eps - np.sqrt(1.0 - alpha_bar) * x0  # Salimans & Ho 2022, §4
+    if name == "score":
+        return -eps / np.sqrt(1.0 - alpha_bar)  # ∇_{x_t} log q(x_t | x_0)
+    x_t = np.sqrt(alpha_bar) * x0 + np.sqrt(1.0 - alpha_bar) * eps
+    return at(schedule.coef_x0, t, x0) * x0 + at(schedule.coef_xt, t, x0) * x_t  # post eq. (8)
+
+
+def to_x0_eps(name, schedule, prediction, x_t, t):
+    """(x0_hat, eps_hat) implied by a prediction of target `name` at x_t: invert the target's row of the table.
+
+    Defined everywhere except eps and score at zero SNR (ᾱ = 0), where x_t carries no information about x_0
+    and x0_hat = (x_t − σ ε̂)/s divides by s = 0 (Lin et al. 2023, §3.2: use v or x0 there).
+    """
+    name = canonical_target(name)
+    alpha_bar = at(schedule.alpha_bar, t, x_t)
+    s, sigma = np.sqrt(alpha_bar), np.sqrt(1.0 - alpha_bar)
+    if name == "v":  # Salimans & Ho 2022, eqs. in §4 and App. D
+        return s * x_t - sigma * prediction, s * prediction + sigma * x_t
+    if name == "x0":
+        x0_hat = prediction
+    elif name == "mu":  # post eq. (8) solved for x_0
+        x0_hat = (prediction - at(schedule.coef_xt, t, x_t) * x_t) / at(schedule.coef_x0, t, x_t)
+    else:
+        eps_hat = prediction if name == "eps" else -sigma * prediction  # score = −ε / σ
+        return (x_t - sigma * eps_hat) / s, eps_hat  # Ho et al. 2020, eq. (4) solved for x_0
+    return x0_hat, (x_t - s * x0_hat) / sigma
+
+
+def predicted_mean(name, schedule, prediction, x_t, t, clip=None):
+    """μ_θ(x_t, t): the posterior mean (post eq. 8) with x_0 replaced by the prediction's x0_hat.
+
+    clip=c clips x0_hat to [−c, c] first (Ho et al. 2020's sampler does this for images in [−1, 1]).
+    """
+    x0_hat, _ = to_x0_eps(name, schedule, prediction, x_t, t)
+    if clip is not None:
+        x0_hat = np.clip(x0_hat, -clip, clip)
+    return at(schedule.coef_x0, t, x_t) * x0_hat + at(schedule.coef_xt, t, x_t) * x_t
+
+
+# --- how an error in each target relates to an error in x_0 and in μ ------------------------------------------
+
+def mse_factor(name, schedule, t):
+    """k_X(t) with ‖X − X̂‖² = k_X ‖x_0 − x0_hat‖² at fixed x_t (REFERENCE.md, per-example identities).
+
+    From the table: at fixed x_t, dε/dx_0 = −s/σ, so eps: SNR; x0: 1; v: 1 + SNR; score: SNR / (1 − ᾱ);
+    mu: coef_x0².
+    """
+    name = canonical_target(name)
+    snr, alpha_bar = schedule.snr[t], schedule.alpha_bar[t]
+    return {"eps": snr, "x0": np.ones_like(snr), "v": 1.0 + snr, "score": snr / (1.0 - alpha_bar),
+            "mu": schedule.coef_x0[t] ** 2}[name]
+
+
+def mean_coefficient(name, schedule, t):
+    """c_X(t) = |∂μ_θ/∂X| at fixed x_t, so that ‖μ̃ − μ_θ‖² = c_X² ‖X − X̂‖².
+
+    eps: β / (√α σ) (Ho et al. 2020, eq. 11); score: β / √α; x0: coef_x0; v: coef_x0 σ; mu: 1.
+    """
+    name = canonical_target(name)
+    betas, alphas, sigma = schedule.betas[t], schedule.alphas[t], np.sqrt(1.0 - schedule.alpha_bar[t])
+    with np.errstate(divide="ignore"):
+        return {"eps": betas / (np.sqrt(alphas) * sigma), "score": betas / np.sqrt(alphas),
+                "x0": schedule.coef_x0[t], "v": schedule.coef_x0[t] * sigma, "mu": np.ones_like(betas)}[name]
+
+
+# --- loss weightings ------------------------------------------------------------------------------------------
+# Each snr-family weighting is a function of SNR on the x_0-MSE, given twice: as w_x0(SNR) and as
+# w_eps(SNR) = w_x0(SNR) / SNR, the same weight on the ε-MSE, written so that it stays finite at SNR = 0.
+
+def _x0_and_eps_forms(name, snr, gamma):
+    with np.errstate(divide="ignore"):
+        inv_snr = 1.0 / snr
+    if name == "snr":  # the ε-MSE itself (Ho et al. 2020's L_simple)
+        return snr, np.ones_like(snr)
+    if name == "trunc-snr":  # Salimans & Ho 2022, §4: max(SNR, 1)
+        return np.maximum(snr, 1.0), np.maximum(1.0, inv_snr)
+    return np.minimum(snr, gamma), np.minimum(1.0, gamma * inv_snr)  # Hang et al. 2023, eq. (9): min(SNR, γ)
+
+
+def parse_weighting(weighting, gamma=None):
+    """('min-snr', 5.0) from 'min-snr', 'min-snr-5' or 'min-snr-γ=5'; other names pass through with gamma None."""
+    match = re.fullmatch(r"min-snr(?:-(?:γ=|gamma=)?([0-9.eE+-]+))?", weighting)
+    if match:
+        value = float(match.group(1)) if match.group(1) else (MIN_SNR_GAMMA if gamma is None else gamma)
+        if not value > 0:
+            raise ValueError(f"min-snr needs γ > 0, got {value}")
+        return "min-snr", value
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)} "
+                         f"(min-snr takes γ as min-snr-5)")
+    return weighting, None
+
+
+def loss_weight(weighting, target, schedule, *, gamma=None, variance="beta_tilde"):
+    """w_X(t), t = 0 … T−1: the weight on ‖X − X̂‖² (a sum over dimensions) for target X.
+
+    uniform:   1 — the target's plain MSE.
+    elbo:      T c_X² / (2σ_t²): w_X ‖X − X̂‖² = T · KL(q(x_{t-1}|x_t, x_0) ‖ p_θ(x_{t-1}|x_t)), so the loss
+               with t ~ U{0..T−1} is an unbiased estimate of Σ_t L_{t-1}; at t = 0 it is the decoder's squared
+               error term with σ_0² as `posterior_variance` sets it.
+    snr, trunc-snr, min-snr-γ:  w_x0(SNR) / k_X (REFERENCE.md; Hang et al. 2023, eq. 9).
+    """
+    name, gamma = parse_weighting(weighting, gamma)
+    target = canonical_target(target)
+    t = np.arange(schedule.T)
+    if name == "uniform":
+        return np.ones(schedule.T)
+    if name == "elbo":  # post: KL = ‖μ̃ − μ_θ‖² / (2σ_q²) + const; Ho et al. 2020, eq. (8)
+        with np.errstate(over="ignore"):
+            return schedule.T * mean_coefficient(target, schedule, t) ** 2 / (2 * posterior_variance(schedule, variance))
+    w_x0, w_eps = _x0_and_eps_forms(name, schedule.snr, gamma)
+    one_minus_alpha_bar = 1.0 - schedule.alpha_bar
+    return {"eps": w_eps, "score": w_eps * one_minus_alpha_bar, "x0": w_x0, "v": w_x0 / (1.0 + schedule.snr),
+            "mu": w_x0 / schedule.coef_x0 ** 2}[target]
+
+
+def implied_weighting(weighting, target, schedule, **options):
+    """(λ_t, w(λ_t)): the weighting function of Kingma & Gao 2023 that the (target, weighting) pair implies.
+
+    The training loss E_t[w_X ‖X − X̂‖²] with t uniform equals ½ E_u[w(λ) (−dλ/du) ‖ε − ε̂‖²] (Kingma & Gao
+    2023, eq. 7) when w(λ_t) = 2 w_X(t) k_X(t) / (SNR_t · (−dλ/du)), u_t = (t+1)/T. The `elbo` weighting gives
+    w ≈ 1 (the bound itself); ε with `uniform` gives w ∝ sech(λ/2) on the cosine schedule. Entries where
+    λ = −∞ (zero terminal SNR) are NaN: there w(λ) is not defined.
+    """
+    w_target = loss_weight(weighting, target, schedule, **options)
+    finite = np.isfinite(schedule.log_snr)
+    u = (np.arange(schedule.T) + 1.0) / schedule.T
+    slope = np.full(schedule.T, np.nan)
+    slope[finite] = -np.gradient(schedule.log_snr[finite], u[finite])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = 2 * w_target * mse_factor(target, schedule, np.arange(schedule.T)) / (schedule.snr * slope)
+    return schedule.log_snr, np.where(finite, w, np.nan)
