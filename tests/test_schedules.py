@@ -76,10 +76,29 @@ def test_timestep_spacing(spacing, expected):
     assert timestep_spacing(1000, 10, spacing).tolist() == expected
 
 
+@pytest.mark.parametrize("name, zero", [("cosine", False), ("linear", True)])
+@pytest.mark.parametrize("n", [1, 2, 10, 25, 999, 1000])
+def test_karras_spacing_gives_n_distinct_steps_from_T_minus_1(name, zero, n):
+    s = schedule(name, 1000, zero_terminal_snr=zero)
+    steps = timestep_spacing(1000, n, "karras", alpha_bar=s.alpha_bar)
+    assert len(steps) == n and steps[0] == 999 and np.all(np.diff(steps) < 0)
+    assert n == 1 or steps[-1] == 0
+
+
+def test_karras_spacing_follows_the_rho_grid():
+    """Karras et al. 2022, eq. (5), ρ = 7: the chosen steps' σ are the nearest to the grid (within one step)."""
+    s = schedule("linear", 1000)
+    sigma = np.sqrt((1 - s.alpha_bar) / s.alpha_bar)
+    steps = timestep_spacing(1000, 8, "karras", alpha_bar=s.alpha_bar)
+    grid = (sigma[-1] ** (1 / 7) + np.linspace(0, 1, 8) * (sigma[0] ** (1 / 7) - sigma[-1] ** (1 / 7))) ** 7
+    nearest = [np.argmin(np.abs(np.log(sigma) - np.log(g))) for g in grid]
+    np.testing.assert_array_equal(steps, nearest)
+
+
 def test_timestep_spacing_offset_and_errors():
     assert timestep_spacing(1000, 10, "leading", offset=1).tolist()[0] == 901
     assert timestep_spacing(7, 7).tolist() == list(range(6, -1, -1))
-    with pytest.raises(ScheduleError, match="linspace, leading, trailing"):
+    with pytest.raises(ScheduleError, match="linspace, leading, trailing, karras"):
         timestep_spacing(1000, 10, "uniform")
     with pytest.raises(ScheduleError, match="between 1 and T"):
         timestep_spacing(10, 11)
