@@ -1,0 +1,133 @@
+"""Optimization over params dicts: Adam(W), gradient clipping, the learning-rate schedule, EMA of the weights.
+
+Every function is pure: it returns new arrays and new state and never writes into the arrays it was given. State is
+a flat dict of str -> array or int, so `numpy.savez(path, **state)` saves it and `numpy.load(path)` brings it back.
+
+Adam (Kingma & Ba 2015, Alg. 1), for each param θ with gradient g at step t = 1, 2, …:
+
+    m_t = β1 m_{t−1} + (1 − β1) g              first moment
+    v_t = β2 v_{t−1} + (1 − β2) g²             second moment
+    m̂_t = m_t / (1 − β1^t),  v̂_t = v_t / (1 − β2^t)      bias corrections (the moments start at 0)
+    θ_t = θ_{t−1} − lr (m̂_t / (√v̂_t + ε) + λ θ_{t−1})
+
+The last term is decoupled weight decay (AdamW, Loshchilov & Hutter 2019, Alg. 2, line 12), applied to weight
+matrices only, not to biases (as nanoGPT does). Here λ multiplies the current lr, as in PyTorch's and optax's AdamW:
+the paper's η_t λ is our lr · λ.
+"""
+import math
+
+from .backend import get_xp
+
+ADAM_BETA1 = 0.9            # Kingma & Ba 2015, Alg. 1: "good default settings"
+ADAM_BETA2 = 0.999          # ibid.
+ADAM_EPS = 1e-8             # ibid.
+EMA_WARMUP = 10             # TensorFlow's ExponentialMovingAverage(num_updates): decay ≤ (1 + n) / (10 + n)
+
+
+def adam_init(params):
+    """Adam's state before the first step: t = 0 and zero moments (Kingma & Ba 2015, Alg. 1, lines 2–4)."""
+    xp = get_xp()
+    state = {"step": 0}
+    for name, p in params.items():
+        state["m." + name] = xp.zeros_like(p)
+        state["v." + name] = xp.zeros_like(p)
+    return state
+
+
+def adam_update(params, grads, state, lr, beta1=ADAM_BETA1, beta2=ADAM_BETA2, eps=ADAM_EPS, weight_decay=0.0):
+    """One Adam step: (new params, new state). `weight_decay` λ is decoupled (AdamW) and skips 1-D arrays."""
+    t = int(state["step"]) + 1
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, correction1=1 - beta1 ** t, correction2=1 - beta2 ** t)
+    new_params, new_state = {}, {"step": t}
+    for name, theta in params.items():
+        decay = weight_decay if theta.ndim >= 2 else 0.0
+        new_params[name], new_state["m." + name], new_state["v." + name] = _adam_step(
+            theta, grads[name], state["m." + name], state["v." + name], decay=decay, **hyper)
+    return new_params, new_state
+
+
+def _adam_step(theta, g, m, v, lr, beta1, beta2, eps, correction1, correction2, decay):
+    """Alg. 1's update of one array, in three fresh buffers (`scratch` becomes the new θ)."""
+    xp = get_xp()
+    scratch = g * g
+    scratch *= 1 - beta2
+    v = v * beta2
+    v += scratch                                        # v_t = β2 v_{t−1} + (1 − β2) g²
+    xp.multiply(g, 1 - beta1, out=scratch)
+    m = m * beta1
+    m += scratch                                        # m_t = β1 m_{t−1} + (1 − β1) g
+    xp.sqrt(v, out=scratch)
+    scratch *= 1 / math.sqrt(correction2)
+    scratch += eps                                      # √v̂_t + ε,  v̂_t = v_t / (1 − β2^t)
+    xp.divide(m, scratch, out=scratch)
+    scratch *= lr / correction1                         # lr m̂_t / (√v̂_t + ε),  m̂_t = m_t / (1 − β1^t)
+    if decay:
+        scratch += (lr * decay) * theta                 # + lr λ θ_{t−1}  (Loshchilov & Hutter 2019, Alg. 2)
+    xp.subtract(theta, scratch, out=scratch)            # θ_t
+    return scratch, m, v
+
+
+def global_norm(grads):
+    """‖g‖ over all arrays together, √(Σ g²), as a Python float."""
+    return math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+
+
+def clip_by_global_norm(grads, max_norm):
+    """Rescale all gradients by max_norm / ‖g‖ when ‖g‖ > max_norm (Pascanu et al. 2013, Alg. 2).
+
+    Returns (grads, ‖g‖ before clipping). A non-finite norm leaves the gradients unscaled, for the caller to guard.
+    """
+    if not max_norm > 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm!r}")
+    norm = global_norm(grads)
+    if not (math.isfinite(norm) and norm > max_norm):
+        return dict(grads), norm
+    scale = max_norm / norm
+    return {name: g * scale for name, g in grads.items()}, norm
+
+
+def lr_at(step, base_lr, warmup_steps, total_steps, min_lr_ratio=0.0):
+    """The learning rate for the 0-based update `step`: linear warmup, then cosine decay to min_lr_ratio · base_lr.
+
+    Warmup: base_lr · (step + 1) / warmup_steps for step < warmup_steps, so the first update is not wasted at 0 and
+    step warmup_steps − 1 reaches base_lr. Then SGDR's cosine (Loshchilov & Hutter 2017, eq. 5) over the remaining
+    steps, η = η_min + ½ (η_max − η_min)(1 + cos(π p)), p = (step − warmup_steps) / (total_steps − warmup_steps),
+    which is η_min from step total_steps on. A run shorter than its warmup simply ends while still warming up.
+    """
+    if not (warmup_steps >= 0 and total_steps >= 0 and 0 <= min_lr_ratio <= 1 and base_lr > 0):
+        raise ValueError("lr_at needs warmup_steps >= 0, total_steps >= 0, 0 <= min_lr_ratio <= 1 and base_lr > 0; "
+                         f"got {warmup_steps=}, {total_steps=}, {min_lr_ratio=}, {base_lr=}")
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    min_lr = min_lr_ratio * base_lr
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def ema_init(params):
+    """The EMA starts as a copy of the params."""
+    return {name: p.copy() for name, p in params.items()}
+
+
+def ema_update(ema_params, params, decay):
+    """One step of the exponential moving average of the weights: θ̄ ← decay · θ̄ + (1 − decay) · θ.
+
+    An exponential form of Polyak averaging (Polyak & Juditsky 1992); Ho et al. 2020 (App. B) sample from such an
+    average with decay 0.9999. Computed as θ̄ + (1 − decay)(θ − θ̄) in one fresh buffer.
+    """
+    new = {}
+    for name, ema in ema_params.items():
+        delta = params[name] - ema
+        delta *= 1 - decay
+        delta += ema
+        new[name] = delta
+    return new
+
+
+def ema_decay_at(step, decay):
+    """The EMA decay for the 0-based update `step`, warmed up: min(decay, (1 + step) / (EMA_WARMUP + step)).
+
+    Early on the average would otherwise be dominated by the random initial weights (TensorFlow's
+    ExponentialMovingAverage with `num_updates`).
+    """
+    return min(decay, (1 + step) / (EMA_WARMUP + step))
