@@ -3,12 +3,19 @@
 Each command parses and validates its options, then calls one library function; nothing is written before the
 options are known to be good. Usage errors exit with code 2 and one line (click's convention).
 """
+import dataclasses
+import os
+import shutil
 import warnings
 
 import click
 import numpy as np
 
-from minidiff import figures, schedules as schedules_module
+from minidiff import checkpoint, data, figures, schedules as schedules_module
+from minidiff.train import TrainConfig
+
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+RUN_FILES = ("config.json", "checkpoint.npz", "loss_log.csv", "samples.npy", "samples.png", "quality.json")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,12 +54,173 @@ def schedules(T, plot):
 
 def _check_output_file(path, extensions):
     """A usage error, before any work, for an output file whose folder is missing or whose type is unknown."""
-    import os
     if not path.lower().endswith(extensions):
         raise click.BadParameter(f"{path!r} must end in {' or '.join(extensions)}", param_hint="output file")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise click.BadParameter(f"folder {folder!r} does not exist", param_hint="output file")
+
+
+def option(name, help, **kwargs):
+    """A click option whose default is TrainConfig's, so the library and the CLI never disagree."""
+    field = name.split("/")[0].lstrip("-").replace("-", "_")
+    kwargs.setdefault("default", DEFAULTS[field])
+    return click.option(name, field, help=help, show_default=True, **kwargs)
+
+
+@main.command()
+@option("--dataset", "toy dataset (see `minidiff datasets`)")
+@click.option("--data", "data_file", type=click.Path(dir_okay=False), default=None,
+              help="train on your own points instead: an (n, D) .npy or .csv file")
+@option("--n-train", "training points drawn from the toy dataset", type=click.IntRange(min=2))
+@option("--standardize/--no-standardize", "scale the data to zero mean, unit variance (undone when sampling)")
+@option("--target", "what the network predicts: eps, x0, v, score, mu")
+@option("--schedule", "noise schedule (see `minidiff schedules`)")
+@option("--T", "diffusion steps", type=click.IntRange(min=1))
+@option("--zero-terminal-snr/--no-zero-terminal-snr", "rescale the schedule to SNR = 0 at the last step")
+@option("--weighting", "loss weighting: uniform, elbo, snr, trunc-snr, min-snr[-γ]")
+@option("--t-sampling", "how t is drawn: uniform, stratified, importance")
+@option("--steps", "training steps", type=click.IntRange(min=1))
+@option("--batch-size", "examples per step", type=click.IntRange(min=1))
+@option("--lr", "peak learning rate (Adam)", type=float)
+@option("--warmup-steps", "linear warmup steps", type=click.IntRange(min=0))
+@option("--min-lr-ratio", "final learning rate / peak (cosine decay)", type=float)
+@option("--grad-clip", "clip the global gradient norm to this", type=float)
+@option("--ema-decay", "decay of the weights' exponential moving average", type=float)
+@option("--dtype", "float32 or float64", type=click.Choice(["float32", "float64"]))
+@option("--seed", "seed of every random number in the run", type=int)
+@option("--hidden", "width of the MLP", type=click.IntRange(min=1))
+@option("--depth", "hidden layers of the MLP", type=click.IntRange(min=1))
+@option("--time-dim", "size of the sinusoidal time embedding", type=click.IntRange(min=2))
+@option("--fourier-features", "log-spaced Fourier features of the input (0: off)", type=click.IntRange(min=0))
+@option("--time-input", "the network sees t, or log_snr", type=click.Choice(["t", "log_snr"]))
+@option("--log-every", "steps between rows of loss_log.csv", type=click.IntRange(min=1))
+@option("--checkpoint-every", "steps between checkpoints", type=click.IntRange(min=1))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="run folder [default: runs/DATASET-TARGET-SCHEDULE-sSEED]")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
+@click.option("--force", is_flag=True, help="overwrite an existing run folder")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def train(out, resume, force, quiet, **options):
+    """Train a denoiser; writes a run folder with checkpoints, the loss log, samples and their quality."""
+    from minidiff import run
+    from minidiff.train import ConfigError, validate
+    config = TrainConfig(**options)
+    name = os.path.basename(config.data_file or "") or config.dataset
+    out = out or os.path.join("runs", f"{os.path.splitext(name)[0]}-{config.target}-{config.schedule}-s{config.seed}")
+    if resume:
+        config = _resumable(out, config)
+    try:
+        validate(config)
+        if config.data_file:
+            data.load_data_file(config.data_file)
+    except (ConfigError, data.DataError) as err:
+        raise click.UsageError(str(err)) from None
+    if not resume:
+        _prepare_out(out, force)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", schedules_module.PriorTermWarning)
+        from minidiff.train import make_problem
+        make_problem(config)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    click.echo(f"training {config.target} on {name} ({config.schedule}, T={config.T}, {config.weighting}) "
+               f"for {config.steps} steps into {out}")
+    try:
+        run.train(config, out, resume=resume, progress=not quiet)
+    except run.DivergenceError as err:
+        raise click.ClickException(f"training diverged: {err}; the last good checkpoint is "
+                                   f"{os.path.join(out, checkpoint.CHECKPOINT_FILE)}") from None
+
+
+def _prepare_out(out, force):
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise click.UsageError(f"--out {out!r} is a file, not a folder")
+    existing = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
+    if existing and not force:
+        raise click.UsageError(f"run folder {out!r} already holds a run; use --force to overwrite it or --resume "
+                               f"to continue it")
+    for f in existing:
+        os.remove(os.path.join(out, f))
+
+
+def _resumable(out, config):
+    """The stored config of the run in `out`, which --resume continues; given options must not contradict it."""
+    try:
+        stored = TrainConfig(**checkpoint.load_json(os.path.join(out, checkpoint.CONFIG_FILE))["train"])
+    except (checkpoint.CheckpointError, KeyError, TypeError) as err:
+        raise click.UsageError(f"cannot resume {out!r}: {err}") from None
+    ctx = click.get_current_context()
+    given = {k: v for k, v in dataclasses.asdict(config).items()
+             if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    changed = {k: v for k, v in given.items() if getattr(stored, k) != v and k != "steps"}
+    if changed:
+        raise click.UsageError(f"--resume continues the stored run; these options differ from it: "
+                               f"{', '.join(sorted(changed))}")
+    return dataclasses.replace(stored, steps=given.get("steps", stored.steps))
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
+@click.option("--n", type=click.IntRange(min=1), default=2000, show_default=True, help="number of samples")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "ode"]), default="ddpm", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="sampling steps [default: T]")
+@click.option("--spacing", type=click.Choice(schedules_module.SPACINGS), default="linspace", show_default=True)
+@click.option("--eta", type=click.FloatRange(min=0), default=0.0, show_default=True, help="DDIM's η")
+@click.option("--variance", type=click.Choice(["beta_tilde", "beta"]), default="beta_tilde", show_default=True,
+              help="DDPM's σ_t²")
+@click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, help="clip x0_hat to ±CLIP")
+@click.option("--weights", type=click.Choice(["ema", "raw"]), default="ema", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="save the samples (.npy)")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="save a plot (.png/.svg)")
+def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, seed, out, plot):
+    """Draw samples from a trained run."""
+    from minidiff import run
+    from minidiff.sample import sample as draw
+    from minidiff.train import make_problem, model_fn
+    for path, ext in ((out, (".npy",)), (plot, (".png", ".svg"))):
+        if path is not None:
+            _check_output_file(path, ext)
+    try:
+        config, _, stats, state = run.load_run(run_dir)
+    except (checkpoint.CheckpointError, KeyError, TypeError) as err:
+        raise click.UsageError(f"cannot load run {run_dir!r}: {err}") from None
+    if steps is not None and steps > config.T:
+        raise click.BadParameter(f"at most T = {config.T} steps", param_hint="--steps")
+    problem = make_problem(config)
+    model = model_fn(state.ema if weights == "ema" else state.params, problem, config)
+    try:
+        x = draw(model, config.target, problem.schedule, (n, len(state.params["out.b"])), np.random.default_rng(seed),
+                 sampler=sampler, steps=steps, spacing=spacing, eta=eta, variance=variance, clip=clip)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    if stats is not None:
+        x = data.unstandardize(x, stats)
+    if out:
+        checkpoint.atomic_write(out, lambda f: np.save(f, x))
+        click.echo(f"wrote {n} samples to {out}")
+    if plot:
+        held = run.load_training_data(config, run.generators(config.seed)[0])[1]
+        figures.save(figures.samples_figure(x, held, title=f"{sampler}, {steps or config.T} steps"), plot)
+        click.echo(f"wrote {plot}")
+    if not out and not plot:
+        click.echo(f"mean {np.round(x.mean(0), 4).tolist()}, std {np.round(x.std(0), 4).tolist()} "
+                   f"(use --out or --plot to keep the samples)")
+
+
+@main.command()
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="save a preview of each (.png/.svg)")
+def datasets(plot):
+    """List the toy datasets (and those with an exact density)."""
+    if plot is not None:
+        _check_output_file(plot, (".png", ".svg"))
+    for name, dataset in data.DATASETS.items():
+        click.echo(f"{name:<14}{'exact ' if dataset.mixture is not None else '      '}{dataset.description}")
+    click.echo("exact: a Gaussian mixture whose density, score and optimal denoiser are known in closed form")
+    if plot is not None:
+        figures.save(figures.datasets_figure(), plot)
+        click.echo(f"wrote {plot}")
 
 
 if __name__ == "__main__":

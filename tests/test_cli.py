@@ -60,3 +60,73 @@ def test_installed_console_script():
     out = subprocess.run(["minidiff", "schedules", "--T", "50"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "linear" in out.stdout
+
+
+TINY_RUN = ["--T", "50", "--hidden", "16", "--depth", "1", "--time-dim", "8", "--steps", "30", "--batch-size", "16",
+            "--n-train", "200", "--log-every", "10", "--checkpoint-every", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = run("train", "--dataset", "gmm2d", "--target", "v", "--out", str(out), *TINY_RUN)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_train_writes_a_complete_run_folder(tiny_run):
+    names = {p.name for p in tiny_run.iterdir()}
+    assert {"config.json", "checkpoint.npz", "loss_log.csv", "samples.npy", "samples.png", "quality.json"} <= names
+    assert not any(n.startswith(".tmp") for n in names)
+    assert np.load(tiny_run / "samples.npy").shape == (2000, 2)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ode"])
+def test_sample_writes_samples_and_a_plot(tiny_run, tmp_path, sampler):
+    out, plot = tmp_path / "x.npy", tmp_path / "x.png"
+    result = run("sample", str(tiny_run), "--n", "300", "--sampler", sampler, "--steps", "20", "--out", str(out),
+                 "--plot", str(plot))
+    assert result.exit_code == 0, result.output
+    x = np.load(out)
+    assert x.shape == (300, 2) and np.all(np.isfinite(x))
+    again = tmp_path / "y.npy"
+    run("sample", str(tiny_run), "--n", "300", "--sampler", sampler, "--steps", "20", "--out", str(again))
+    np.testing.assert_array_equal(np.load(again), x)  # the same seed gives the same samples
+
+
+def test_train_refuses_to_overwrite_without_force(tiny_run):
+    result = run("train", "--dataset", "gmm2d", "--out", str(tiny_run), *TINY_RUN)
+    assert result.exit_code == 2 and "--force" in result.output
+
+
+def test_resume_refuses_changed_options(tiny_run):
+    result = run("train", "--out", str(tiny_run), "--resume", "--target", "eps", "--quiet")
+    assert result.exit_code == 2 and "target" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--dataset", "mnist"], "choose one of: moons"),
+    (["train", "--target", "noise"], "eps, x0, v, score, mu"),
+    (["train", "--schedule", "linear", "--T", "10"], "T >= 20"),
+    (["train", "--target", "eps", "--zero-terminal-snr"], "zero terminal SNR"),
+    (["train", "--weighting", "min-snr-0"], "γ > 0"),
+    (["train", "--dtype", "float16"], "float16"),
+    (["train", "--data", "/no/such/file.npy"], "does not exist"),
+    (["train", "--resume", "--out", "/no/such/run"], "cannot resume"),
+    (["sample", "/no/such/run"], "does not exist"),
+    (["sample", ".", "--sampler", "euler"], "euler"),
+])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_datasets_lists_every_dataset(tmp_path):
+    result = run("datasets", "--plot", str(tmp_path / "d.png"))
+    assert result.exit_code == 0
+    for name in ("moons", "8gaussians", "gmm1d"):
+        assert name in result.output
+    assert (tmp_path / "d.png").stat().st_size > 10_000
