@@ -12,10 +12,9 @@ importance sampling of t (Nichol & Dhariwal 2021, §3.3) changes p(t) and keeps 
 import dataclasses
 
 import numpy as np
-from autograd import value_and_grad
-from autograd.tracer import getval
 
 from . import nn, optim
+from .backend import get_xp, value_and_vjp, weighted_squared_error
 from .schedules import make_schedule
 from .targets import canonical_target, loss_weight, make_target, parse_weighting
 from .timesteps import TimestepSampler
@@ -103,20 +102,23 @@ def per_example_loss(params, problem, x0, eps, t):
     x_t = col(problem.sqrt_alpha_bar) * x0 + col(problem.sqrt_one_minus_alpha_bar) * eps  # (B, D)
     target = col(problem.a) * x0 + col(problem.b) * eps  # (B, D)
     prediction = nn.apply(params, x_t, problem.time_input[t])  # (B, D)
-    return problem.weight[t] * ((prediction - target) ** 2).sum(axis=1)
+    return weighted_squared_error(prediction, target, problem.weight[t])  # (B,)
 
 
 def loss_and_grad(params, problem, x0, eps, t, importance_weight=None):
-    """(mean loss, grads, per-example losses): one backward pass of autograd through `per_example_loss`."""
-    per_example = {}
+    """(mean loss, grads, per-example losses): one forward and one backward pass through `per_example_loss`.
 
-    def mean_loss(p):
-        losses = per_example_loss(p, problem, x0, eps, t)
-        per_example["value"] = getval(losses)
-        return (losses if importance_weight is None else losses * importance_weight).mean()
-
-    loss, grads = value_and_grad(mean_loss)(params)
-    return loss, grads, per_example["value"]
+    The loss is L = (1/B) Σ_i u_i ℓ_i, with ℓ_i the per-example losses and u_i the importance weights (1 without), so
+    ∂L/∂ℓ_i = u_i / B: the backward pass starts from that vector at ℓ, and the mean is one dot product outside the
+    trace. The params are differentiated as separate arrays, not as a dict (`backend.value_and_vjp`).
+    """
+    names = list(params)
+    losses, vjp = value_and_vjp(lambda *arrays: per_example_loss(dict(zip(names, arrays)), problem, x0, eps, t),
+                                *params.values())  # (B,)
+    xp, batch = get_xp(), losses.shape[0]
+    u = xp.ones(batch, losses.dtype) if importance_weight is None else xp.asarray(importance_weight, losses.dtype)
+    dloss_dlosses = u / batch  # ∂L/∂ℓ_i  (B,)
+    return dloss_dlosses.dot(losses), dict(zip(names, vjp(dloss_dlosses))), losses
 
 
 def model_fn(params, problem, config):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from minidiff import backend
-from minidiff.backend import concat, linear, linear_silu, mean_square_error, residual_linear_silu, silu, sinusoids
+from minidiff.backend import (concat, linear, linear_silu, mean_square_error, residual_linear_silu, silu, sinusoids,
+                              value_and_vjp, weighted_squared_error)
 
 FD_STEP = 1e-6       # central differences in fp64: truncation O(h²) ~ 1e-12, rounding O(1e-16 / h) ~ 1e-10
 FD_RTOL = 1e-6       # relative to the largest gradient entry
@@ -43,6 +44,8 @@ CASES = {
                           lambda r: _inputs(r, (4, 3), (4, 3)) + (r.uniform(0.5, 2, 4),), (0, 1)),
     "mean_square_error_unweighted": (mean_square_error, lambda p, q: anp.mean((p - q) ** 2),
                                      lambda r: _inputs(r, (4, 3), (4, 3)), (0, 1)),
+    "weighted_squared_error": (weighted_squared_error, lambda p, q, w: w * anp.sum((p - q) ** 2, axis=1),
+                               lambda r: _inputs(r, (4, 3), (4, 3)) + (r.uniform(0.5, 2, 4),), (0, 1)),
 }
 
 
@@ -127,10 +130,48 @@ def test_second_derivatives_raise(rng):
         autograd.grad(lambda z: anp.sum(first(z)))(z)
 
 
-def test_mean_square_error_weights_are_constants(rng):
+@pytest.mark.parametrize("loss", [mean_square_error, lambda p, q, w: anp.sum(weighted_squared_error(p, q, w))])
+def test_loss_weights_are_constants(rng, loss):
     p, q, w = _inputs(rng, (4, 3), (4, 3), (4,))
     with pytest.raises(NotImplementedError, match="weights"):
-        autograd.grad(lambda w: mean_square_error(p, q, w))(w)
+        autograd.grad(lambda w: loss(p, q, w))(w)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_untraced_call_gives_the_traced_value_bit_for_bit_and_leaves_inputs_alone(name, rng):
+    """Without a trace a primitive runs as a plain function that saves nothing (and may work in place)."""
+    f, _, make_inputs, argnums = CASES[name]
+    inputs = make_inputs(rng)
+    copies = [a.copy() for a in inputs]
+    plain = f(*inputs)
+    traced = autograd.make_vjp(lambda a: f(*inputs[:argnums[0]], a, *inputs[argnums[0] + 1:]))(inputs[argnums[0]])[1]
+    assert not autograd.tracer.isbox(plain)
+    np.testing.assert_array_equal(plain, traced)
+    for a, c in zip(inputs, copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_value_and_vjp_matches_autograd_on_a_dict(rng):
+    """Several arrays at once, one used twice and one not at all, against autograd's grad of the same dict."""
+    x = rng.standard_normal((5, 3))
+    params = {"W": rng.standard_normal((3, 3)), "b": rng.standard_normal(3), "unused": rng.standard_normal(2)}
+    weights = rng.uniform(0.5, 2, 5)
+
+    def losses(p):
+        h = residual_linear_silu(linear_silu(x, p["W"], p["b"]), p["W"], p["b"])     # W and b used twice
+        return weighted_squared_error(h, x, weights)                                # (5,)
+
+    seed = rng.standard_normal(5)
+    value, vjp = value_and_vjp(lambda *arrays: losses(dict(zip(params, arrays))), *params.values())
+    ours = dict(zip(params, vjp(seed)))
+    theirs = autograd.grad(lambda p: anp.sum(seed * losses(p)))(params)
+    np.testing.assert_allclose(value, losses(params), rtol=REF_TOL)
+    for k in params:
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=REF_TOL, atol=REF_TOL)
+    np.testing.assert_array_equal(ours["unused"], np.zeros(2))
+    # an output that depends on none of the arrays: zero gradients, like autograd's make_vjp
+    value, vjp = value_and_vjp(lambda W: x.sum(), params["W"])
+    assert value == x.sum() and np.all(vjp(1.0)[0] == 0)
 
 
 def test_numpy_backend():

@@ -172,3 +172,32 @@ def test_scalar_t_is_shared_by_the_batch(rng):
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         nn.Config(**bad)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=str)
+@pytest.mark.parametrize("importance", [False, True], ids=["uniform", "importance"])
+def test_loss_and_grad_matches_plain_autograd_through_the_dict(variant, importance, rng):
+    """train.loss_and_grad (each param its own root, the backward seeded with ∂L/∂ℓ_i) against autograd's own
+    value_and_grad of the mean loss over the params dict."""
+    from minidiff.train import TrainConfig, loss_and_grad, make_problem, per_example_loss
+    config = TrainConfig(T=50, dtype="float64", target="v", weighting="min-snr")          # the network is `params`
+    params = _random_params(rng, nn.Config(**SMALL, **variant))
+    problem, B = make_problem(config), 6
+    x0, eps, t = rng.standard_normal((B, 2)), rng.standard_normal((B, 2)), rng.integers(0, config.T, B)
+    u = rng.uniform(0.5, 2, B).astype(np.float32) if importance else None
+    loss, grads, losses = loss_and_grad(params, problem, x0, eps, t, u)
+    mean = lambda p: anp.mean(per_example_loss(p, problem, x0, eps, t) * (1 if u is None else u))  # noqa: E731
+    loss_ref, grads_ref = autograd.value_and_grad(mean)(params)
+    assert loss == pytest.approx(loss_ref, rel=REF_TOL)
+    np.testing.assert_allclose(losses, per_example_loss(params, problem, x0, eps, t), rtol=REF_TOL)
+    for k in params:
+        np.testing.assert_allclose(grads[k], grads_ref[k], rtol=REF_TOL, atol=REF_TOL * np.abs(grads_ref[k]).max())
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=str)
+def test_untraced_apply_is_the_traced_forward_bit_for_bit(variant, rng):
+    """Sampling calls apply with plain arrays (no trace, nothing saved): the same numbers as under a trace."""
+    config = nn.Config(**SMALL, **variant)
+    params, (x, t) = _random_params(rng, config), _batch(rng, config)
+    traced = autograd.make_vjp(lambda W: nn.apply({**params, "in.W": W}, x, t))(params["in.W"])[1]
+    np.testing.assert_array_equal(nn.apply(params, x, t), traced)

@@ -116,3 +116,23 @@ def test_ema_decay_warmup_by_hand():
     assert optim.ema_decay_at(0, 0.999) == pytest.approx(0.1, rel=TOL)          # (1 + 0) / (10 + 0)
     assert optim.ema_decay_at(90, 0.999) == pytest.approx(0.91, rel=TOL)        # 91 / 100
     assert optim.ema_decay_at(10 ** 6, 0.999) == 0.999                           # capped by the decay
+
+
+def test_adam_matches_algorithm_1_written_out_over_several_steps(rng):
+    """The update rearranged for fewer passes (optim._adam_step) against Kingma & Ba 2015, Alg. 1 as printed,
+    with AdamW's decoupled decay (Loshchilov & Hutter 2019, Alg. 2) on the matrix, over five steps."""
+    lr, b1, b2, eps, decay = 0.01, 0.9, 0.999, 1e-8, 0.1
+    params = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}
+    theta, m, v = _copies(params), {k: 0.0 for k in params}, {k: 0.0 for k in params}
+    state = optim.adam_init(params)
+    for step in range(1, 6):
+        grads = {k: rng.standard_normal(p.shape) for k, p in params.items()}
+        params, state = optim.adam_update(params, grads, state, lr, weight_decay=decay)
+        for k, g in grads.items():
+            m[k] = b1 * m[k] + (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g ** 2
+            m_hat, v_hat = m[k] / (1 - b1 ** step), v[k] / (1 - b2 ** step)
+            theta[k] = theta[k] - lr * (m_hat / (np.sqrt(v_hat) + eps) + (decay if k == "W" else 0.0) * theta[k])
+            np.testing.assert_allclose(params[k], theta[k], rtol=TOL, atol=TOL)
+            np.testing.assert_allclose(state["m." + k], m[k], rtol=TOL, atol=TOL)
+            np.testing.assert_allclose(state["v." + k], v[k], rtol=TOL, atol=TOL)
