@@ -12,7 +12,7 @@ import click
 import numpy as np
 
 from minidiff import checkpoint, data, figures, schedules as schedules_module
-from minidiff.train import TrainConfig
+from minidiff.train import ON_DIVERGENCE, TrainConfig
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 RUN_FILES = ("config.json", "checkpoint.npz", "loss_log.csv", "samples.npy", "samples.png", "quality.json")
@@ -59,6 +59,9 @@ def _check_output_file(path, extensions):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise click.BadParameter(f"folder {folder!r} does not exist", param_hint="output file")
+    if os.path.isdir(path) or not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"{path!r} cannot be written (a folder, or in a folder without write permission)",
+                                 param_hint="output file")
 
 
 def option(name, help, **kwargs):
@@ -88,34 +91,37 @@ def option(name, help, **kwargs):
 @option("--grad-clip", "clip the global gradient norm to this", type=float)
 @option("--ema-decay", "decay of the weights' exponential moving average", type=float)
 @option("--dtype", "float32 or float64", type=click.Choice(["float32", "float64"]))
-@option("--seed", "seed of every random number in the run", type=int)
+@option("--seed", "seed of every random number in the run", type=click.IntRange(min=0))
 @option("--hidden", "width of the MLP", type=click.IntRange(min=1))
 @option("--depth", "hidden layers of the MLP", type=click.IntRange(min=1))
-@option("--time-dim", "size of the sinusoidal time embedding", type=click.IntRange(min=2))
+@option("--time-dim", "size of the sinusoidal time embedding (even)", type=click.IntRange(min=2))
 @option("--fourier-features", "log-spaced Fourier features of the input (0: off)", type=click.IntRange(min=0))
 @option("--time-input", "the network sees t, or log_snr", type=click.Choice(["t", "log_snr"]))
 @option("--log-every", "steps between rows of loss_log.csv", type=click.IntRange(min=1))
 @option("--checkpoint-every", "steps between checkpoints", type=click.IntRange(min=1))
+@option("--on-divergence", "on a NaN/Inf or exploding loss: stop, or skip-step (drop that update, count it, go on)",
+        type=click.Choice(ON_DIVERGENCE))
+@option("--explosion-factor", "a loss above this × the median of the last 100 losses has diverged (inf: off)",
+        type=float)
+@option("--max-skips", "with skip-step, stop after this many skipped steps in a row", type=click.IntRange(min=1))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="run folder [default: runs/DATASET-TARGET-SCHEDULE-sSEED]")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
 @click.option("--force", is_flag=True, help="overwrite an existing run folder")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def train(out, resume, force, quiet, **options):
-    """Train a denoiser; writes a run folder with checkpoints, the loss log, samples and their quality."""
+    """Train a denoiser; writes a run folder with checkpoints, the loss log, samples and their quality.
+
+    Exit status: 0 when training finished; 1 when it diverged (the message names the last good checkpoint); 2 for a
+    bad option, file or run folder, with nothing written; 130 when stopped by Ctrl-C, after saving a checkpoint.
+    """
     from minidiff import run
-    from minidiff.train import ConfigError, validate
     config = TrainConfig(**options)
-    name = os.path.basename(config.data_file or "") or config.dataset
-    out = out or os.path.join("runs", f"{os.path.splitext(name)[0]}-{config.target}-{config.schedule}-s{config.seed}")
-    if resume:
-        config = _resumable(out, config)
-    try:
-        validate(config)
-        if config.data_file:
-            data.load_data_file(config.data_file)
-    except (ConfigError, data.DataError) as err:
-        raise click.UsageError(str(err)) from None
+    out = out or os.path.join("runs", f"{_data_name(config)}-{config.target}-{config.schedule}-s{config.seed}")
+    _check_flags(resume, force)
+    config = _resumable(out, config) if resume else config
+    name = _data_name(config)
+    _check_config(config)
     if not resume:
         _prepare_out(out, force)
     with warnings.catch_warnings(record=True) as caught:
@@ -129,13 +135,52 @@ def train(out, resume, force, quiet, **options):
     try:
         run.train(config, out, resume=resume, progress=not quiet)
     except run.DivergenceError as err:
-        raise click.ClickException(f"training diverged: {err}; the last good checkpoint is "
-                                   f"{os.path.join(out, checkpoint.CHECKPOINT_FILE)}") from None
+        raise click.ClickException(str(err)) from None
+    except run.Interrupted as err:
+        click.echo(str(err), err=True)
+        raise click.exceptions.Exit(run.EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:  # after the loop (while sampling at the end): the final checkpoint is on disk
+        click.echo("interrupted after training; the final checkpoint is saved, --resume draws the samples", err=True)
+        raise click.exceptions.Exit(run.EXIT_INTERRUPTED) from None
+
+
+def _data_name(config):
+    """The toy dataset's name, or the data file's name without folder and extension."""
+    return os.path.splitext(os.path.basename(config.data_file))[0] if config.data_file else config.dataset
+
+
+def _check_flags(resume, force):
+    """Options that cannot go together."""
+    ctx = click.get_current_context()
+    if resume and force:
+        raise click.UsageError("--resume continues the run in --out and --force starts it again; give one of them")
+    typed = [ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE for k in ("dataset", "data_file")]
+    if all(typed):
+        raise click.UsageError("--dataset and --data both given; train on a toy dataset or on your file, not both")
+
+
+def _check_config(config):
+    """Every option and the data file, checked before anything is written: a usage error on the first bad one."""
+    from minidiff import run
+    from minidiff.train import ConfigError, validate
+    try:
+        validate(config)
+        if config.data_file:  # read, split and standardised exactly as training will (data.DataError if it cannot)
+            run.load_training_data(config, run.generators(config.seed)[0])
+    except (ConfigError, data.DataError) as err:
+        raise click.UsageError(str(err)) from None
 
 
 def _prepare_out(out, force):
+    """Refuse an --out that is a file, cannot be created, or already holds a run (unless --force, which deletes the
+    old run's files and nothing else)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise click.UsageError(f"--out {out!r} is a file, not a folder")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise click.UsageError(f"--out {out!r} cannot be written: {parent!r} is not a writable folder")
     existing = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     if existing and not force:
         raise click.UsageError(f"run folder {out!r} already holds a run; use --force to overwrite it or --resume "
@@ -145,19 +190,32 @@ def _prepare_out(out, force):
 
 
 def _resumable(out, config):
-    """The stored config of the run in `out`, which --resume continues; given options must not contradict it."""
+    """The stored config of the run in `out`, with the options that --resume may change taken from the command line;
+    a usage error for a folder without a run, a damaged run, other options, or a run that has finished."""
+    from minidiff import run
+    if not os.path.isfile(os.path.join(out, checkpoint.CONFIG_FILE)):
+        raise click.UsageError(f"cannot resume {out!r}: it has no {checkpoint.CONFIG_FILE}, so no run to continue; "
+                               f"start the run without --resume")
     try:
-        stored = TrainConfig(**checkpoint.load_json(os.path.join(out, checkpoint.CONFIG_FILE))["train"])
-    except (checkpoint.CheckpointError, KeyError, TypeError) as err:
+        stored, network, _ = run.load_config(out)
+        has_checkpoint = os.path.exists(os.path.join(out, checkpoint.CHECKPOINT_FILE))  # not before step 0 was saved
+        step = run.load_checkpoint(out, stored, network)[0].step if has_checkpoint else 0
+    except checkpoint.CheckpointError as err:
         raise click.UsageError(f"cannot resume {out!r}: {err}") from None
     ctx = click.get_current_context()
     given = {k: v for k, v in dataclasses.asdict(config).items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    changed = {k: v for k, v in given.items() if getattr(stored, k) != v and k != "steps"}
+    changed = sorted(k for k, v in given.items() if getattr(stored, k) != v and k not in run.RESUMABLE)
     if changed:
         raise click.UsageError(f"--resume continues the stored run; these options differ from it: "
-                               f"{', '.join(sorted(changed))}")
-    return dataclasses.replace(stored, steps=given.get("steps", stored.steps))
+                               f"{', '.join(changed)} (only {', '.join(run.RESUMABLE)} may change)")
+    config = dataclasses.replace(stored, **{k: v for k, v in given.items() if k in run.RESUMABLE})
+    if step > config.steps:
+        raise click.UsageError(f"cannot resume {out!r}: its checkpoint is at step {step}, past --steps {config.steps}")
+    if step == config.steps and os.path.exists(os.path.join(out, run.QUALITY_FILE)):
+        raise click.UsageError(f"the run in {out!r} has finished ({step} steps); give a larger --steps to train on, "
+                               f"or start again with --force instead of --resume")
+    return config
 
 
 @main.command()
@@ -171,27 +229,25 @@ def _resumable(out, config):
               help="DDPM's σ_t²")
 @click.option("--clip", type=click.FloatRange(min=0, min_open=True), default=None, help="clip x0_hat to ±CLIP")
 @click.option("--weights", type=click.Choice(["ema", "raw"]), default="ema", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="save the samples (.npy)")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="save a plot (.png/.svg)")
 def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, seed, out, plot):
-    """Draw samples from a trained run."""
-    from minidiff import run
+    """Draw samples from a trained run.
+
+    Exit status 2, with nothing written, for a bad option, a run folder whose config or checkpoint is missing or
+    damaged, or an output file in a missing folder.
+    """
     from minidiff.sample import sample as draw
     from minidiff.train import make_problem, model_fn
     for path, ext in ((out, (".npy",)), (plot, (".png", ".svg"))):
         if path is not None:
             _check_output_file(path, ext)
-    try:
-        config, _, stats, state = run.load_run(run_dir)
-    except (checkpoint.CheckpointError, KeyError, TypeError) as err:
-        raise click.UsageError(f"cannot load run {run_dir!r}: {err}") from None
-    if steps is not None and steps > config.T:
-        raise click.BadParameter(f"at most T = {config.T} steps", param_hint="--steps")
+    config, network, stats, state, held = _sampling_run(run_dir, n, steps, plot)
     problem = make_problem(config)
     model = model_fn(state.ema if weights == "ema" else state.params, problem, config)
     try:
-        x = draw(model, config.target, problem.schedule, (n, len(state.params["out.b"])), np.random.default_rng(seed),
+        x = draw(model, config.target, problem.schedule, (n, network.data_dim), np.random.default_rng(seed),
                  sampler=sampler, steps=steps, spacing=spacing, eta=eta, variance=variance, clip=clip)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
@@ -201,12 +257,33 @@ def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, se
         checkpoint.atomic_write(out, lambda f: np.save(f, x))
         click.echo(f"wrote {n} samples to {out}")
     if plot:
-        held = run.load_training_data(config, run.generators(config.seed)[0])[1]
         figures.save(figures.samples_figure(x, held, title=f"{sampler}, {steps or config.T} steps"), plot)
         click.echo(f"wrote {plot}")
     if not out and not plot:
         click.echo(f"mean {np.round(x.mean(0), 4).tolist()}, std {np.round(x.std(0), 4).tolist()} "
                    f"(use --out or --plot to keep the samples)")
+
+
+def _sampling_run(run_dir, n, steps, plot):
+    """(config, network, stats, state, held-out points or None) of the run to sample; a usage error if the run
+    cannot be loaded, --steps or --n is too large, or the data a plot needs cannot be read."""
+    from minidiff import run
+    try:
+        config, network, stats, state = run.load_run(run_dir)
+    except checkpoint.CheckpointError as err:
+        raise click.UsageError(f"cannot load run {run_dir!r}: {err}") from None
+    if steps is not None and steps > config.T:
+        raise click.BadParameter(f"at most T = {config.T} steps", param_hint="--steps")
+    if n * network.data_dim > data.MAX_VALUES:
+        raise click.BadParameter(f"{n} samples of {network.data_dim} numbers are more than {data.MAX_VALUES}",
+                                 param_hint="--n")
+    held = None
+    if plot:  # the held-out points the plot shows
+        try:
+            held = run.load_training_data(config, run.generators(config.seed)[0])[1]
+        except data.DataError as err:
+            raise click.UsageError(f"cannot plot against the run's data: {err}") from None
+    return config, network, stats, state, held
 
 
 @main.command()

@@ -10,6 +10,7 @@ Every target is linear in (x_0, ε), X = a_t x_0 + b_t ε, so the coefficients a
 importance sampling of t (Nichol & Dhariwal 2021, §3.3) changes p(t) and keeps the loss unbiased through it.
 """
 import dataclasses
+import numbers
 
 import numpy as np
 
@@ -23,6 +24,17 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 TIME_INPUTS = ("t", "log_snr")
 EMBED_RANGE = 1000.0  # the sinusoidal embedding is built for inputs in [0, 1000) (nn.py)
 LOG_SNR_CLIP = 20.0  # λ is clipped to [−20, 20] before it is fed to the network (λ = −∞ at zero terminal SNR)
+ON_DIVERGENCE = ("stop", "skip-step")
+# A loss 10⁴ times the median of the last 100 is an explosion. Largest ratio measured on healthy runs (moons and
+# others, 3000–5000 steps): 1.7 for ε, x0, v with uniform weighting (batch 64); for score and μ 26 at batch 256, 90
+# at batch 64; with ELBO weighting 260 at batch 256, 2500 at batch 64 (one small-t example can carry most of a
+# batch's loss). Runs made to diverge (lr 1 to 100, batch 64) crossed 10⁴ within 115–300 steps. Heavy-tailed setups
+# with tiny batches (x0, ELBO weighting, batch 4: 10⁵) need a larger --explosion-factor.
+EXPLOSION_FACTOR = 1e4
+# Skipped steps leave the parameters as they were, so a run of them retries the same parameters on fresh batches:
+# no healthy run above met even one explosion, so ten in a row means the parameters themselves have gone bad.
+MAX_SKIPS_IN_A_ROW = 10
+MEMORY_LIMIT = 2 ** 34  # 16 GiB: far more than a toy run needs (the default config: ~15 MiB, `memory_estimate`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +66,9 @@ class TrainConfig:
     time_input: str = "t"
     log_every: int = 100
     checkpoint_every: int = 1000
+    on_divergence: str = "stop"  # or "skip-step": drop the update of a diverging step and go on (run.LossGuard)
+    explosion_factor: float = EXPLOSION_FACTOR  # a loss above this × the running median of recent losses diverged
+    max_skips: int = MAX_SKIPS_IN_A_ROW  # skip-step stops training after this many skipped steps in a row
 
     def network(self, data_dim):
         return nn.Config(data_dim=data_dim, hidden=self.hidden, depth=self.depth, time_dim=self.time_dim,
@@ -142,21 +157,35 @@ class TrainState:
 
 
 class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss or gradient; the message names the step and the t range."""
+    """Training produced a non-finite loss or gradient, or a loss explosion; raised before the update is applied.
+
+    The message names the step, what went wrong, the t range of the batch, the target and the learning rate;
+    `step` is the step that diverged (1-based, as the loss log counts)."""
+
+    def __init__(self, message, step):
+        super().__init__(message)
+        self.step = step
 
 
-def train_step(state, problem, config, x_train):
-    """One step of Ho et al. 2020, Alg. 1 with Adam; returns (new state, loss, grad norm, t, per-example loss)."""
+def train_step(state, problem, config, x_train, loss_median=None):
+    """One step of Ho et al. 2020, Alg. 1 with Adam; returns (new state, loss, grad norm, t, per-example loss).
+
+    The guard comes between the gradient and the update: a non-finite loss or gradient, or a loss above
+    config.explosion_factor × `loss_median` (the running median of recent losses that the loop keeps,
+    `run.LossGuard`; None: not known yet), raises DivergenceError and changes nothing but `state.rng`, which has
+    drawn this step's batch (so that a skipped step is followed by a fresh batch).
+    """
     rng = state.rng
     x0 = x_train[rng.integers(0, len(x_train), config.batch_size)]  # (B, D)
     t, importance_weight = state.timesteps.sample(rng, config.batch_size)
     eps = rng.standard_normal(x0.shape, dtype=problem.dtype)  # (B, D)
     loss, grads, per_example = loss_and_grad(state.params, problem, x0, eps, t, importance_weight)
     grads, grad_norm = optim.clip_by_global_norm(grads, config.grad_clip)
-    if not (np.isfinite(loss) and np.isfinite(grad_norm)):
-        raise DivergenceError(f"step {state.step + 1}: non-finite {'loss' if not np.isfinite(loss) else 'gradient'}"
-                              f" with t in [{t.min()}, {t.max()}] (target {config.target}, lr {config.lr:g})")
     lr = optim.lr_at(state.step, config.lr, config.warmup_steps, config.steps, config.min_lr_ratio)
+    problem_found = _divergence(float(loss), float(grad_norm), loss_median, config.explosion_factor)
+    if problem_found:
+        raise DivergenceError(f"step {state.step + 1}: {problem_found} with t in [{t.min()}, {t.max()}] "
+                              f"(target {config.target}, lr {lr:.3g})", state.step + 1)
     params, adam = optim.adam_update(state.params, grads, state.adam, lr)
     ema = optim.ema_update(state.ema, params, optim.ema_decay_at(state.step, config.ema_decay))
     new = dataclasses.replace(state, step=state.step + 1, params=params, ema=ema, adam=adam,
@@ -164,36 +193,85 @@ def train_step(state, problem, config, x_train):
     return new, float(loss), float(grad_norm), t, per_example
 
 
+def _divergence(loss, grad_norm, loss_median, factor):
+    """What is wrong with this step, in words, or None: a non-finite loss or gradient, or a loss explosion."""
+    if not np.isfinite(loss):
+        return f"non-finite loss {loss}"
+    if not np.isfinite(grad_norm):
+        return f"non-finite gradient (norm {grad_norm})"
+    if loss_median is not None and loss > factor * loss_median:
+        return (f"loss explosion, loss {loss:.4g} is {loss / loss_median:.3g} × the running median {loss_median:.4g} "
+                f"(explosion factor {factor:g})")
+    return None
+
+
 class ConfigError(ValueError):
     """A TrainConfig that cannot run, with a one-line reason naming the option and what is allowed."""
 
 
 def validate(config):
-    """Check every option of a TrainConfig before any work is done; raise ConfigError on the first bad one."""
-    from . import data
-    from .timesteps import T_SAMPLINGS
-    positive = ["n_train", "T", "steps", "batch_size", "hidden", "depth", "time_dim", "log_every", "checkpoint_every"]
-    for name in positive:
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
-    checks = [(config.lr > 0 and np.isfinite(config.lr), f"lr must be a positive number, got {config.lr}"),
-              (0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}"),
-              (config.grad_clip > 0, f"grad_clip must be > 0 (use inf for no clipping), got {config.grad_clip}"),
-              (0 <= config.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {config.min_lr_ratio}"),
-              (config.warmup_steps >= 0, f"warmup_steps must be >= 0, got {config.warmup_steps}"),
-              (config.fourier_features >= 0, f"fourier_features must be >= 0, got {config.fourier_features}"),
-              (config.dtype in DTYPES, f"unknown dtype {config.dtype!r}; choose one of: {', '.join(DTYPES)}"),
-              (config.time_input in TIME_INPUTS, f"unknown time input {config.time_input!r}; choose one of: "
-                                                 f"{', '.join(TIME_INPUTS)}"),
-              (config.t_sampling in T_SAMPLINGS, f"unknown t-sampling {config.t_sampling!r}; choose one of: "
-                                                 f"{', '.join(T_SAMPLINGS)}"),
-              (config.checkpoint_every % config.log_every == 0,
-               f"checkpoint_every ({config.checkpoint_every}) must be a multiple of log_every ({config.log_every})")]
-    for ok, message in checks:
+    """Check every option of a TrainConfig before any work is done; raise ConfigError on the first bad one.
+
+    Returns the schedule. Types come first (a config read back from config.json may hold anything), then ranges
+    and names, then the memory the run would need, then the combinations that only the schedule can judge."""
+    _check_types(config)
+    for ok, message in _range_checks(config):
         if not ok:
             raise ConfigError(message)
-    if not config.data_file and config.dataset not in data.DATASETS:
-        raise ConfigError(f"unknown dataset {config.dataset!r}; choose one of: {', '.join(data.DATASETS)}")
+    if memory_estimate(config) > MEMORY_LIMIT:
+        raise ConfigError(f"this run would need about {memory_estimate(config) / 2 ** 30:.0f} GiB (from T, n_train, "
+                          f"batch_size, hidden, depth), more than the limit of {MEMORY_LIMIT / 2 ** 30:.0f} GiB")
+    return _check_combinations(config)
+
+
+def _check_types(config):
+    kinds = {int: numbers.Integral, float: numbers.Real, str: str, bool: bool}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.type not in kinds or (field.name == "data_file" and value is None):
+            continue
+        if isinstance(value, bool) != (field.type is bool) or not isinstance(value, kinds[field.type]):
+            raise ConfigError(f"{field.name} must be of type {field.type.__name__}, got {value!r}")
+
+
+def _range_checks(config):
+    """(ok, message) for every option that has a range or a list of names."""
+    from . import data
+    from .timesteps import T_SAMPLINGS
+    positive = ["n_train", "T", "steps", "batch_size", "hidden", "depth", "time_dim", "log_every", "checkpoint_every",
+                "max_skips"]
+    names = [("dtype", DTYPES), ("time_input", TIME_INPUTS), ("t_sampling", T_SAMPLINGS),
+             ("on_divergence", ON_DIVERGENCE)] + ([] if config.data_file else [("dataset", data.DATASETS)])
+    return [(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}") for name in positive] + [
+        (getattr(config, name) in allowed, f"unknown {name.replace('_', '-')} {getattr(config, name)!r}; choose one "
+                                           f"of: {', '.join(allowed)}") for name, allowed in names] + [
+        (config.lr > 0 and np.isfinite(config.lr), f"lr must be a positive number, got {config.lr}"),
+        (0 <= config.ema_decay < 1, f"ema_decay must be in [0, 1), got {config.ema_decay}"),
+        (config.grad_clip > 0, f"grad_clip must be > 0 (use inf for no clipping), got {config.grad_clip}"),
+        (0 <= config.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {config.min_lr_ratio}"),
+        (config.warmup_steps >= 0, f"warmup_steps must be >= 0, got {config.warmup_steps}"),
+        (config.fourier_features >= 0, f"fourier_features must be >= 0, got {config.fourier_features}"),
+        (config.seed >= 0, f"seed must be >= 0 (NumPy's SeedSequence), got {config.seed}"),
+        (config.time_dim % 2 == 0, f"time_dim must be even (sin and cos halves), got {config.time_dim}"),
+        (config.explosion_factor > 1, f"explosion_factor must be > 1 (inf turns the check off), got "
+                                      f"{config.explosion_factor}"),
+        (config.checkpoint_every % config.log_every == 0,
+         f"checkpoint_every ({config.checkpoint_every}) must be a multiple of log_every ({config.log_every})")]
+
+
+def memory_estimate(config, data_dim=2):
+    """Bytes a run needs, roughly, in float64: eight copies of the params (params, EMA, Adam's two moments, the
+    gradient and update buffers), four activations per hidden unit and example (kept for the backward pass), the
+    training points, and twenty arrays of length T (the schedule, the loss constants, the importance history)."""
+    D, H = data_dim, config.hidden
+    n_params = (D + config.time_dim + 2 * D * config.fourier_features + 1) * H + (config.depth - 1) * (H + 1) * H \
+        + (H + 1) * D
+    values = 8 * n_params + 4 * config.batch_size * H * config.depth + config.n_train * D + 20 * config.T
+    return 8 * values
+
+
+def _check_combinations(config):
+    """Target, weighting and schedule names, and the combinations of them that cannot train; returns the schedule."""
     try:
         target = canonical_target(config.target)
         parse_weighting(config.weighting)
