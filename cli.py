@@ -300,5 +300,176 @@ def datasets(plot):
         click.echo(f"wrote {plot}")
 
 
+ELBO_ORACLE_DEFAULTS = {"dataset": "gmm2d", "schedule": "cosine", "T": 1000, "target": "v"}  # `elbo --oracle` alone
+ODE_BAR = 1000  # the probability-flow progress bar counts thousandths of the ODE's time interval
+
+
+@main.command()
+@click.argument("run_dir", metavar="[RUN]", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--oracle", "use_oracle", is_flag=True,
+              help="also (with RUN) or only (without RUN) evaluate the exact optimal denoiser of a mixture dataset")
+@click.option("--dataset", default=None, help="without RUN: a mixture dataset [default: gmm2d]")
+@click.option("--schedule", default=None, help="without RUN: noise schedule [default: cosine]")
+@click.option("--T", "T", type=click.IntRange(min=2), default=None, help="without RUN: diffusion steps [default: 1000]")
+@click.option("--zero-terminal-snr", is_flag=True, help="without RUN: rescale the schedule to SNR = 0 at the end")
+@click.option("--target", default=None, help="without RUN: the oracle's target [default: v]")
+@click.option("--weights", type=click.Choice(["ema", "raw"]), default="ema", show_default=True)
+@click.option("--n", type=click.IntRange(min=2), default=1000, show_default=True, help="data points evaluated")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the data points and the noise")
+@click.option("--variance", type=click.Choice(["beta_tilde", "beta"]), default="beta_tilde", show_default=True,
+              help="σ_t² of p(x_{t-1}|x_t) and of the decoder")
+@click.option("--t-sampling", type=click.Choice(["exact", "uniform", "importance"]), default="exact",
+              show_default=True, help="all T terms, or one sampled t per point (unbiased, with its standard error)")
+@click.option("--ode/--no-ode", default=True, show_default=True, help="also the probability-flow ODE likelihood")
+@click.option("--rtol", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
+              help="relative tolerance of the ODE solver")
+@click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
+              help="absolute tolerance of the ODE solver")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="save L_t against t (.png/.svg)")
+def elbo(run_dir, use_oracle, dataset, schedule, T, zero_terminal_snr, target, weights, n, seed, variance,
+         t_sampling, ode, rtol, atol, plot):
+    """The variational bound term by term, the probability-flow NLL, and for mixtures the exact NLL and the gap.
+
+    `minidiff elbo RUN` evaluates a trained run (EMA weights by default) on n fresh points of its dataset (its
+    held-out points for a data file); `minidiff elbo --oracle --dataset gmm2d --schedule cosine --T 1000`
+    evaluates the analytic optimal denoiser alone. Nats per example and bits per dimension.
+    """
+    if plot is not None:
+        _check_output_file(plot, (".png", ".svg"))
+        if t_sampling != "exact":
+            raise click.BadParameter("the plot of L_t needs every term: use --t-sampling exact", param_hint="--plot")
+    models, schedule, x0, name = _elbo_setup(run_dir, use_oracle, dataset, schedule, T, zero_terminal_snr,
+                                                    target, weights, n, seed)
+    exact = None
+    if name in data.DATASETS and data.DATASETS[name].mixture is not None:
+        exact = -data.get_mixture(name).log_prob(x0)  # (n,) the exact NLL of each point
+    click.echo(f"{n} points of {name}; {schedule.describe()}; σ_t² = {variance}, t: {t_sampling}")
+    try:
+        bounds, flows = _elbo_evaluate(models, schedule, x0, seed, variance, t_sampling, ode, rtol, atol)
+    except RuntimeError as err:  # the ODE solver gave up (too many steps)
+        raise click.ClickException(str(err)) from None
+    _echo_elbo_table(bounds, flows, exact)
+    if plot is not None:
+        figures.save(figures.elbo_terms_figure(bounds, title=f"{name}, {schedule.name}, T = {schedule.T}"), plot)
+        click.echo(f"wrote {plot}")
+
+
+def _elbo_evaluate(models, schedule, x0, seed, variance, t_sampling, ode, rtol, atol):
+    """({label: elbo.Bound}, {label: likelihood.FlowNLL}), with a progress bar over the terms and the ODE solve."""
+    from minidiff import likelihood
+    from minidiff.elbo import elbo as bound_of
+    bounds, flows = {}, {}
+    for label, (model, model_target, model_stats, ode_model) in models.items():
+        calls = {"exact": schedule.T, "importance": schedule.T + 1, "uniform": 1}[t_sampling]  # see elbo()
+        with click.progressbar(length=calls, label=f"bound ({label})",
+                               file=click.get_text_stream("stderr")) as bar:
+            bounds[label] = bound_of(model, schedule, x0, target=model_target, rng=np.random.default_rng(seed),
+                                     variance=variance, t_sampling=t_sampling, stats=model_stats,
+                                     progress=bar.update)
+        if ode:
+            with click.progressbar(length=ODE_BAR, label=f"PF-ODE ({label})",
+                                   file=click.get_text_stream("stderr")) as bar:
+                flows[label] = likelihood.flow_nll(ode_model, schedule, x0, target=model_target, rtol=rtol, atol=atol,
+                                                   stats=model_stats, progress=_fraction_bar(bar))
+    return bounds, flows
+
+
+def _fraction_bar(bar):
+    """progress(fraction) for the ODE solver, moving `bar` (of length ODE_BAR) without rounding drift."""
+    done = [0.0]
+
+    def progress(fraction):
+        before = round(ODE_BAR * done[0])
+        done[0] += fraction
+        bar.update(round(ODE_BAR * done[0]) - before)
+    return progress
+
+
+def _elbo_setup(run_dir, use_oracle, dataset, schedule_name, T, zero_terminal_snr, target, weights, n, seed):
+    """({label: (model, target, stats, differentiable model)}, schedule, x0, dataset name), or a UsageError."""
+    from minidiff import likelihood, mixture, run
+    from minidiff.schedules import ScheduleError, make_schedule
+    from minidiff.targets import canonical_target
+    from minidiff.train import make_problem, model_fn
+    data_rng = np.random.SeedSequence(seed).spawn(1)[0]
+    models = {}
+    if run_dir is None:
+        if not use_oracle:
+            raise click.UsageError("give a RUN folder, or --oracle (with --dataset, --schedule, --T) for the exact "
+                                   "optimal denoiser of a mixture")
+        name = dataset or ELBO_ORACLE_DEFAULTS["dataset"]
+        target = target or ELBO_ORACLE_DEFAULTS["target"]
+        try:
+            mix = data.get_mixture(name)
+            target = canonical_target(target)
+            schedule = make_schedule(schedule_name or ELBO_ORACLE_DEFAULTS["schedule"], T or ELBO_ORACLE_DEFAULTS["T"],
+                                     zero_terminal_snr=zero_terminal_snr, warn=False)
+            likelihood.check_terminal_snr(schedule, target)
+        except (ValueError, ScheduleError) as err:
+            raise click.UsageError(str(err)) from None
+        x0 = mix.sample(n, np.random.default_rng(data_rng))
+        oracle = mixture.oracle(mix, schedule, target)
+        return {"oracle": (oracle, target, None, oracle)}, schedule, x0, name
+    given = [flag for flag, value in (("--dataset", dataset), ("--schedule", schedule_name), ("--T", T),
+                                      ("--zero-terminal-snr", zero_terminal_snr), ("--target", target)) if value]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} come from the run; give them only without RUN (with --oracle)")
+    try:
+        config, _, stats, state = run.load_run(run_dir)
+    except (checkpoint.CheckpointError, KeyError, TypeError, ValueError, OSError) as err:
+        raise click.UsageError(f"cannot load run {run_dir!r}: {err}") from None
+    problem = make_problem(config)
+    schedule = problem.schedule
+    name = os.path.basename(config.data_file) if config.data_file else config.dataset
+    if config.data_file:
+        if use_oracle:
+            raise click.UsageError(f"--oracle needs a mixture dataset; run {run_dir!r} was trained on a data file")
+        x0 = run.load_training_data(config, run.generators(config.seed)[0])[1][:n]
+    else:
+        x0 = data.sample_dataset(config.dataset, n, np.random.default_rng(data_rng))
+    params = state.ema if weights == "ema" else state.params
+    models["network"] = (model_fn(params, problem, config), config.target, stats,
+                         likelihood.network_model(params, problem, config))
+    if use_oracle:
+        try:
+            mix = data.get_mixture(config.dataset)
+        except ValueError as err:
+            raise click.UsageError(f"--oracle: {err}") from None
+        oracle = mixture.oracle(mix, schedule, config.target)
+        models["oracle"] = (oracle, config.target, None, oracle)
+    return models, schedule, x0, name
+
+
+def _echo_elbo_table(bounds, flows, exact):
+    """Each model a column: the terms of the bound, the bound, the PF-ODE NLL, and the gaps to the exact NLL."""
+    labels, dim = list(bounds), bounds[next(iter(bounds))].dim
+    _row("nats per example", labels)
+    _row("L_T   prior KL(q(x_T|x_0) || N(0,I))", [f"{bounds[k].prior:.4f}" for k in labels])
+    _row("Σ L_t denoising KLs, t = 1 … T−1", [f"{bounds[k].denoising:.4f}" for k in labels])
+    _row("L_0   decoder −log p(x_0|x_1)", [f"{bounds[k].decoder:.4f}" for k in labels])
+    if any(b.log_scale for b in bounds.values()):
+        _row("Σ log std (standardised data)", [f"{bounds[k].log_scale:.4f}" for k in labels])
+    _row("bound on −log p(x_0)", [_mean_se(bounds[k].per_example) for k in labels])
+    _row("  in bits/dim", [f"{bounds[k].bits_per_dim:.4f}" for k in labels])
+    if flows:
+        _row("PF-ODE −log p(x_0)", [_mean_se(flows[k].per_example) for k in labels])
+        _row("  in bits/dim", [f"{flows[k].bits_per_dim:.4f}" for k in labels])
+    if exact is not None:
+        _row("exact −log p_data(x_0)", [_mean_se(exact)] * len(labels))
+        _row("  in bits/dim", [f"{exact.mean() / (dim * np.log(2)):.4f}"] * len(labels))
+        _row("gap: bound − exact", [_mean_se(bounds[k].per_example - exact) for k in labels])
+        if flows:
+            _row("gap: PF-ODE − exact", [_mean_se(flows[k].per_example - exact) for k in labels])
+
+
+def _row(title, values):
+    click.echo(f"{title:<38}" + "".join(f"{v:>22}" for v in values))
+
+
+def _mean_se(values):
+    """mean ± standard error over the points (for a gap: paired on the same points, so the data's spread cancels)."""
+    return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
+
+
 if __name__ == "__main__":
     main()

@@ -1,13 +1,46 @@
-"""The evidence lower bound, term by term (post eq. 3).
+"""The evidence lower bound, term by term, for continuous data (post eq. 3; Ho et al. 2020, eq. 5).
 
-    −log p_θ(x_0) ≤ L_T + Σ_{t≥1} L_{t−1} + L_0
-    L_T     = KL(q(x_T | x_0) ‖ p(x_T))                       the prior term
-    L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t))   the denoising terms
-    L_0     = −log p_θ(x_0 | x_1)                              the decoder (reconstruction) term
+    −log p_θ(x_0) ≤ L_T + Σ_{t=1}^{T−1} L_t + L_0                     (nats; the bound on the NLL is −ELBO)
+    L_T = KL(q(x_T | x_0) ‖ N(0, I))                                  the prior term
+    L_t = KL(q(x_{t−1} | x_t, x_0) ‖ p_θ(x_{t−1} | x_t)),  t ≥ 1      the denoising terms
+    L_0 = −log p_θ(x_0 | x_1)                                         the decoder (reconstruction) term
 
-Every term between Gaussians has the closed form below (the post's step "from KL collapses to a mean MSE").
+Indexing. Timesteps are 0-based: the model is called at t = 0 … T−1 and `terms[t]` is the term whose model call is
+at t. terms[0] is the decoder (the post's L_0, whose model input is the post's x_1); terms[t], t ≥ 1, is the KL
+between the two laws of the state one step before t (the post's L_{t}, i.e. its L_{t−1} with 1-based t + 1).
+L_T uses ᾱ_{T−1}, the last state. Σ L_t then has T terms and loss_weight('elbo') satisfies
+w_X(t) ‖X − X̂‖² = T · (L_t − its variance part), so the ELBO-weighted training loss estimates the bound.
+
+Every term is between Gaussians. q(x_{t−1} | x_t, x_0) = N(μ̃, β̃ I) (post eq. 8) and p_θ(x_{t−1} | x_t) =
+N(μ_θ, σ_t² I) with μ_θ the posterior mean at x0_hat (targets.predicted_mean) and σ_t² fixed, β̃_t or β_t
+(forward.posterior_variance, Ho et al. 2020, §3.2). Per dimension (the post's step "from KL to a mean MSE"):
+    L_t = ‖μ̃ − μ_θ‖² / (2σ_t²) + (D/2) [β̃_t/σ_t² − 1 − log(β̃_t/σ_t²)]
+L_T = Σ_d ½ [(1−ᾱ) + ᾱ x_0d² − 1 − log(1−ᾱ)], zero at zero terminal SNR.
+
+The decoder. The data are continuous, so p_θ(x_0 | x_1) is a Gaussian density, N(x_0; μ_θ(x_1, 0), σ_0² I), and
+L_0 = ‖x_0 − μ_θ‖² / (2σ_0²) + (D/2) log(2π σ_0²) (μ_θ at t = 0 is x0_hat: coef_x0 = 1, coef_xt = 0). Its
+variance is σ_0² = posterior_variance(schedule, variance)[0] by default, the one the `elbo` weighting uses: β_0
+for 'beta', and for 'beta_tilde' the clipped β̃_1 ≈ β_0 β_1 / (β_0 + β_1) of improved-diffusion. For data smooth on
+the scale √β_0 the true q(x_0 | x_1) has variance ≈ (1 − ᾱ_0)/ᾱ_0 ≈ β_0, so the clipped value costs about
+½ [r − 1 − log r] nats per dimension, r = β_0/σ_0² (≈ 0.1 at linear T = 1000); decoder_variance overrides it.
+L_0 is a density: it can be negative, and so can the bound in bits per dimension.
+
+Estimators. 'exact': all T terms for every example, each KL analytic at one draw of x_t per (x_0, t).
+'uniform' / 'importance': one t per example from p(t), the term weighted by 1/p(t) (unbiased for the sum over t);
+importance uses p(t) ∝ √E[L_t²] from a pilot pass over a few examples (Nichol & Dhariwal 2021, §3.3, with the
+pilot in place of the training history), mixed with a little of the uniform distribution.
 """
+import dataclasses
+
 import numpy as np
+
+from .forward import posterior_variance, q_posterior, q_sample
+from .targets import canonical_target, predicted_mean
+from .timesteps import UNIFORM_MIX
+
+LOG_2PI = np.log(2.0 * np.pi)
+T_SAMPLINGS = ("exact", "uniform", "importance")
+PILOT_SIZE = 64  # examples in the importance sampler's pilot pass over all T terms
 
 
 def gaussian_kl(mean1, var1, mean2, var2):
@@ -18,3 +51,152 @@ def gaussian_kl(mean1, var1, mean2, var2):
     """
     per_dim = 0.5 * (np.log(var2) - np.log(var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1.0)
     return np.sum(per_dim, axis=-1)
+
+
+def gaussian_nll(x, mean, var):
+    """−log N(x; mean, var I), summed over the last axis: ½ Σ [log(2π var) + (x − mean)²/var]."""
+    return 0.5 * np.sum(LOG_2PI + np.log(var) + (x - mean) ** 2 / var, axis=-1)
+
+
+def prior_term(schedule, x0):
+    """L_T = KL(q(x_T | x_0) ‖ N(0, I)) per example, with q(x_T | x_0) = N(√ᾱ_{T−1} x_0, (1 − ᾱ_{T−1}) I).
+
+    gaussian_kl with var2 = 1, per dimension ½ [(1−ᾱ) + ᾱ x_0² − 1 − log(1−ᾱ)], written as ½ [ᾱ (x_0² − 1) −
+    log1p(−ᾱ)] so that a small ᾱ_{T−1} does not cancel away.
+    """
+    alpha_bar = schedule.alpha_bar[-1]
+    return 0.5 * np.sum(alpha_bar * (x0 ** 2 - 1.0) - np.log1p(-alpha_bar), axis=-1)
+
+
+def reverse_variances(schedule, variance="beta_tilde", decoder_variance=None):
+    """σ_t², t = 0 … T−1, of p_θ(x_{t−1} | x_t); σ_0² is the decoder's (module docstring)."""
+    sigma2 = posterior_variance(schedule, variance)
+    if decoder_variance is not None:
+        if not (np.isfinite(decoder_variance) and decoder_variance > 0):
+            raise ValueError(f"decoder_variance must be a positive number, got {decoder_variance!r}")
+        sigma2[0] = decoder_variance
+    return sigma2
+
+
+def log_scale(stats):
+    """Σ_d log std_d: −log p_data(x) = −log p_model((x − mean)/std) + Σ log std_d (change of variables)."""
+    return 0.0 if stats is None else float(np.sum(np.log(np.asarray(stats["std"], dtype=np.float64))))
+
+
+def standardized(x0, stats):
+    """x0 in the model's space: (x0 − mean) / std with a run's stats, unchanged without."""
+    x0 = np.asarray(x0, dtype=np.float64)
+    return x0 if stats is None else (x0 - np.asarray(stats["mean"])) / np.asarray(stats["std"])
+
+
+def check_terminal_snr(schedule, target):
+    """eps and score cannot give x0_hat where ᾱ = 0 (Lin et al. 2023, §3.2): refuse before any work."""
+    if canonical_target(target) in ("eps", "score") and schedule.alpha_bar[-1] == 0:
+        raise ValueError(f"a {target}-prediction model is undefined at zero terminal SNR (x_0 cannot be recovered "
+                         f"from ε where ᾱ = 0, Lin et al. 2023); use a v or x0 model")
+
+
+def terms_at(model, schedule, x0, t, eps, *, target, sigma2):
+    """L_t per example (n,), each row at its own timestep t (n,), at x_t = √ᾱ_t x_0 + √(1−ᾱ_t) eps (post eq. 3)."""
+    x_t = q_sample(schedule, x0, t, eps)
+    mu_theta = predicted_mean(target, schedule, model(x_t, t), x_t, t)  # μ_θ(x_t, t)
+    var = sigma2[t][:, None]
+    out = np.empty(len(x0))
+    first = t == 0
+    out[first] = gaussian_nll(x0[first], mu_theta[first], var[first])  # the decoder L_0
+    rest = ~first
+    mean_q, var_q = q_posterior(schedule, x0[rest], x_t[rest], t[rest])  # post eq. (8)
+    out[rest] = gaussian_kl(mean_q, var_q, mu_theta[rest], var[rest])
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Bound:
+    """The variational bound on −log p_θ(x_0), nats per example (averaged over the examples), term by term."""
+
+    nats: float  # L_T + Σ L_t + L_0 (+ Σ log std for standardised data)
+    stderr_nats: float  # standard error of `nats` over the examples (and over t for sampled estimators)
+    prior: float  # L_T
+    denoising: float  # Σ_{t≥1} L_t
+    decoder: float  # L_0
+    terms: np.ndarray  # (T,) mean L_t at each t ('exact' only; None for sampled estimators)
+    terms_stderr: np.ndarray  # (T,) their standard errors ('exact' only)
+    per_example: np.ndarray  # (n,) the bound of each example (its estimate for sampled t)
+    dim: int
+    method: str
+    log_scale: float  # Σ_d log std_d for standardised data, else 0
+
+    def bits(self, nats):
+        """nats per example → bits per dimension: nats / (D ln 2)."""
+        return nats / (self.dim * np.log(2.0))
+
+    @property
+    def bits_per_dim(self):
+        return self.bits(self.nats)
+
+
+def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling="exact", decoder_variance=None,
+         stats=None, pilot=PILOT_SIZE, progress=None):
+    """The bound −ELBO ≥ −log p_θ(x_0) for the rows of x0 (n, D), term by term (module docstring).
+
+    model(x_t, t) predicts `target`; rng draws every x_t and t. variance: σ_t² 'beta_tilde' or 'beta';
+    t_sampling: 'exact', 'uniform' or 'importance'; stats: a run's standardisation (x0 is then in data space);
+    progress(k) is called after each batch of k model calls (T calls for 'exact', T + 1 for 'importance', 1 for
+    'uniform').
+    """
+    target = canonical_target(target)
+    if t_sampling not in T_SAMPLINGS:
+        raise ValueError(f"unknown t-sampling {t_sampling!r}; choose one of: {', '.join(T_SAMPLINGS)}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    check_terminal_snr(schedule, target)
+    sigma2 = reverse_variances(schedule, variance, decoder_variance)
+    x0 = standardized(x0, stats)
+
+    def run(x, t):  # L_t of each row at its timestep, with a fresh draw of x_t
+        return terms_at(model, schedule, x, t, rng.standard_normal(x.shape), target=target, sigma2=sigma2)
+    if t_sampling == "exact":
+        terms = _all_terms(run, x0, schedule.T, progress)  # (T, n)
+        return _summary(terms, terms[0], terms[1:].sum(0), prior_term(schedule, x0), x0.shape[1], t_sampling, stats)
+    p = np.full(schedule.T, 1.0 / schedule.T)
+    if t_sampling == "importance":
+        p = _proposal(_all_terms(run, x0[:pilot], schedule.T, progress))
+    t = rng.choice(schedule.T, size=len(x0), p=p)
+    weighted = run(x0, t) / p[t]  # E_{t~p}[L_t / p(t)] = Σ_t L_t
+    if progress is not None:
+        progress(1)
+    return _summary(None, np.where(t == 0, weighted, 0.0), np.where(t > 0, weighted, 0.0),
+                    prior_term(schedule, x0), x0.shape[1], t_sampling, stats)
+
+
+def _all_terms(run, x0, T, progress):
+    """Every L_t for every row, (T, n): one model call per t with a fresh draw of x_t."""
+    terms = np.empty((T, len(x0)))
+    for t in range(T):
+        terms[t] = run(x0, np.full(len(x0), t))
+        if progress is not None:
+            progress(1)
+    return terms
+
+
+def _proposal(pilot_terms):
+    """p(t) ∝ √E[L_t²] over the pilot, mixed with UNIFORM_MIX of uniform (Nichol & Dhariwal 2021, §3.3).
+
+    L_0 is a density and may be negative; its magnitude is what matters for the variance, hence the square.
+    """
+    root_mean_square = np.sqrt(np.mean(pilot_terms ** 2, axis=1))
+    T = len(root_mean_square)
+    return (1 - UNIFORM_MIX) * root_mean_square / root_mean_square.sum() + UNIFORM_MIX / T
+
+
+def _stderr(values):
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def _summary(terms, decoder, denoising, prior, dim, method, stats):
+    """Average the per-example pieces into a Bound."""
+    per_example = prior + decoder + denoising + log_scale(stats)
+    means = None if terms is None else terms.mean(axis=1)
+    stderrs = None if terms is None else np.array([_stderr(row) for row in terms])
+    return Bound(float(per_example.mean()), _stderr(per_example), float(prior.mean()), float(denoising.mean()),
+                 float(decoder.mean()), means, stderrs, per_example, dim, method, log_scale(stats))

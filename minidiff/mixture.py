@@ -25,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .forward import q_sample
+from .likelihood import between_steps
 from .targets import canonical_target, make_target, mse_factor
 
 LOG_2PI = np.log(2.0 * np.pi)
@@ -212,16 +213,40 @@ def _alpha_bar_at(schedule, t, n):
     return np.broadcast_to(schedule.alpha_bar[t], (n,))
 
 
+def _at_timesteps(schedule, t, n):
+    """(schedule-like, t) to read ᾱ and the targets at: the Schedule itself for whole t, or for fractional t
+    (floats in [0, T−1], as the probability-flow ODE asks) the per-row `likelihood.between_steps` view."""
+    if np.issubdtype(np.asarray(t).dtype, np.integer):
+        return schedule, t, _alpha_bar_at(schedule, t, n)
+    t = np.broadcast_to(np.asarray(t, dtype=np.float64), (n,))
+    view = between_steps(schedule, t)
+    return view, np.arange(n), view.alpha_bar
+
+
 def oracle(mixture, schedule, target):
     """model(x_t, t) -> the optimal (MMSE) prediction of `target`, as a perfectly trained network would give.
 
-    Every target is linear in (x_0, ε), so E[X|x_t] = make_target(X, E[x_0|x_t], E[ε|x_t]).
+    Every target is linear in (x_0, ε), so E[X|x_t] = make_target(X, E[x_0|x_t], E[ε|x_t]). t may be fractional
+    (between steps, as in `likelihood.between_steps`). The model also carries `jacobian_trace(x_t, t)`, the exact
+    tr ∂E[X|x_t]/∂x_t that the probability-flow likelihood needs: differentiating Tweedie's formula (Efron 2011,
+    §2) gives ∂E[x_0|x_t]/∂x_t = √ᾱ/(1−ᾱ) Cov[x_0|x_t], and E[ε|x_t] = (x_t − √ᾱ E[x_0|x_t])/√(1−ᾱ).
     """
     target = canonical_target(target)
 
     def model(x_t, t):
-        x0_hat, eps_hat = posterior_mean(mixture, _alpha_bar_at(schedule, t, len(x_t)), x_t)
-        return make_target(target, schedule, x0_hat, eps_hat, t)
+        steps, rows, alpha_bar = _at_timesteps(schedule, t, len(x_t))
+        x0_hat, eps_hat = posterior_mean(mixture, alpha_bar, x_t)
+        return make_target(target, steps, x0_hat, eps_hat, rows)
+
+    def jacobian_trace(x_t, t):
+        steps, rows, alpha_bar = _at_timesteps(schedule, t, len(x_t))
+        one, zero = np.ones((len(x_t), 1)), np.zeros((len(x_t), 1))
+        a = make_target(target, steps, one, zero, rows)[:, 0]  # X = a x_0 + b ε
+        b = make_target(target, steps, zero, one, rows)[:, 0]
+        s, sigma = np.sqrt(alpha_bar), np.sqrt(1.0 - alpha_bar)
+        trace_x0 = s / sigma ** 2 * posterior_trace_cov(mixture, alpha_bar, x_t)  # tr ∂E[x_0|x_t]/∂x_t
+        return a * trace_x0 + b * (mixture.dim - s * trace_x0) / sigma
+    model.jacobian_trace = jacobian_trace
     return model
 
 

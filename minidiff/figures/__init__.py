@@ -47,3 +47,4 @@ def save(fig, path):
 
 
 from .basic import datasets_figure, samples_figure, schedules_figure  # noqa: E402,F401
+from .likelihood import bound_breakdown_figure, elbo_terms_figure  # noqa: E402,F401
