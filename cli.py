@@ -471,5 +471,309 @@ def _mean_se(values):
     return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
 
 
+# --- diagnostics: gradient noise, loss landscapes, stability sweeps (minidiff.diagnostics) -----------------------
+
+def _list_option(name, default, help, parse=str, check=None):
+    """A comma-separated list option, parsed and checked while the options are read: a bad item is a usage error."""
+    def callback(ctx, param, value):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if not items:
+            raise click.BadParameter("give at least one value, separated by commas")
+        try:
+            return tuple(check(parse(v)) if check else parse(v) for v in items)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return click.option(name, default=default, show_default=True, help=help, callback=callback)
+
+
+def _schedule_name(name):
+    if name not in schedules_module.SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose one of: {', '.join(schedules_module.SCHEDULES)}")
+    return name
+
+
+def _weighting_name(name):
+    from minidiff.targets import parse_weighting
+    parse_weighting(name)
+    return name
+
+
+def _target_name(name):
+    from minidiff.targets import canonical_target
+    return canonical_target(name)
+
+
+def _positive(value):
+    if not (value > 0 and np.isfinite(value)):
+        raise ValueError(f"{value} is not a positive number")
+    return value
+
+
+def _data_and_plot(out, plot):
+    """(json, csv, plot) paths: OUT must be .json, the CSV goes beside it, the plot defaults to OUT with .png."""
+    _check_output_file(out, (".json",))
+    plot = plot or os.path.splitext(out)[0] + ".png"
+    _check_output_file(plot, (".png", ".svg"))
+    return out, os.path.splitext(out)[0] + ".csv", plot
+
+
+def _beside(plot, suffix):
+    stem, ext = os.path.splitext(plot)
+    return f"{stem}_{suffix}{ext}"
+
+
+def _loadable_runs(runs):
+    """A usage error, before any work, for a RUN folder that holds no loadable run."""
+    from minidiff import run
+    for run_dir in runs:
+        try:
+            run.load_run(run_dir)
+        except (checkpoint.CheckpointError, KeyError, TypeError, ValueError, OSError) as err:
+            raise click.UsageError(f"cannot load run {run_dir!r}: {str(err).splitlines()[0]}") from None
+
+
+@main.command()
+@click.argument("runs", metavar="[RUN]...", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.option("--dataset", type=click.Choice(data.dataset_names()), default="moons", show_default=True,
+              help="without RUN: the data")
+@_list_option("--schedules", "cosine,linear", "without RUN: the schedules compared", check=_schedule_name)
+@_list_option("--targets", "eps,x0,v,score,mu", "without RUN: the targets compared", check=_target_name)
+@_list_option("--weightings", "uniform,min-snr,elbo", "the loss weightings [with RUN: the run's own]",
+              check=_weighting_name)
+@click.option("--T", "T", type=click.IntRange(min=2), default=1000, show_default=True, help="without RUN: steps")
+@click.option("--n", type=click.IntRange(min=2), default=4096, show_default=True,
+              help="examples (x_0, ε, t ~ U{0..T-1}) whose gradients are measured")
+@click.option("--buckets", type=click.IntRange(min=1), default=10, show_default=True, help="t- or λ-buckets")
+@click.option("--by", type=click.Choice(["t", "log_snr"]), default="t", show_default=True,
+              help="equal ranges of t or of log-SNR")
+@option("--hidden", "without RUN: width of the MLP", type=click.IntRange(min=1))
+@option("--depth", "without RUN: hidden layers", type=click.IntRange(min=1))
+@click.option("--weights", type=click.Choice(["ema", "raw"]), default="ema", show_default=True,
+              help="with RUN: the weights at its checkpoint")
+@click.option("--along/--no-along", default=True, show_default=True,
+              help="with RUN: also at each parameter snapshot (runs of `minidiff sweep` keep them)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the examples and the initialisation")
+@click.option("--out", type=click.Path(dir_okay=False), default="gradvar.json", show_default=True,
+              help="data file (.json); the CSV is written beside it")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="figure (.png/.svg) [default: OUT with .png]; the others are written beside it")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def gradvar(runs, dataset, schedules, targets, weightings, T, n, buckets, by, hidden, depth, weights, along, seed,
+            out, plot, quiet):
+    """Gradient noise per target, weighting and t-bucket: tr Σ, |G|², B_simple, cosines between buckets.
+
+    Without RUN: at initialisation, for every schedule × target × weighting, with the scale of each target
+    against t. With RUN folders: at each run's checkpoint and along its parameter snapshots.
+    """
+    from minidiff.diagnostics import studies
+    out, csv_path, plot = _data_and_plot(out, plot)
+    _loadable_runs(runs)
+    if not runs:
+        _measurable(dataset, schedules, targets, weightings, T)
+        if buckets > T:
+            raise click.BadParameter(f"at most T = {T} buckets", param_hint="--buckets")
+    source = click.get_current_context().get_parameter_source("weightings")
+    if runs:
+        chosen = weightings if source == click.core.ParameterSource.COMMANDLINE else (None,)
+        records = studies.gradvar_of_runs(runs, chosen, n=n, n_buckets=buckets, by=by, seed=seed, weights=weights,
+                                          along=along, progress=not quiet)
+        extra = {}
+    else:
+        records = studies.gradvar_at_init(dataset, schedules, targets, weightings, T=T, n=n, n_buckets=buckets,
+                                          by=by, seed=seed, network=dict(hidden=hidden, depth=depth),
+                                          progress=not quiet)
+        extra = {"targets": studies.target_study(dataset, schedules, targets, weightings, T=T, seed=seed)}
+    _write_gradvar(records, extra, out, csv_path, plot, dict(runs=runs, n=n, buckets=buckets, by=by, seed=seed))
+
+
+def _measurable(dataset, schedules, targets, weightings, T):
+    """A usage error when no schedule × target × weighting can be trained (each that cannot is skipped later)."""
+    from minidiff.train import ConfigError, TrainConfig, validate
+    reasons = []
+    for config in (TrainConfig(dataset=dataset, schedule=s, T=T, target=x, weighting=w)
+                   for s in schedules for x in targets for w in weightings):
+        try:
+            return validate(config)
+        except ConfigError as err:
+            reasons.append(str(err))
+    raise click.UsageError(f"no combination can be measured: {reasons[0]}")
+
+
+def _write_gradvar(records, extra, out, csv_path, plot, settings):
+    from minidiff.diagnostics import studies
+    studies.save_json(out, dict(settings=settings, records=records, **extra))
+    studies.save_csv(csv_path, studies.gradvar_rows(records), studies.GRADVAR_COLUMNS)
+    measured = [r for r in records if "all" in r]
+    last = [r for r in measured if r["weights"] != "raw" or len({m["weights"] for m in measured}) == 1]
+    figures.save(figures.gradvar_figure(last or measured), plot)
+    written = [out, csv_path, plot]
+    if len(measured) > 1:
+        written.append(_beside(plot, "cosine"))
+        first = [r for r in last or measured if r["schedule"] == measured[0]["schedule"]
+                 and r["weighting"] == measured[0]["weighting"]]
+        figures.save(figures.bucket_cosine_figure(first), written[-1])
+    if "targets" in extra:
+        written.append(_beside(plot, "targets"))
+        figures.save(figures.target_scale_figure(extra["targets"]["scales"], extra["targets"]["floors"]), written[-1])
+    if any(r["weights"] == "raw" for r in measured):
+        written.append(_beside(plot, "along"))
+        figures.save(figures.gradvar_along_figure(measured), written[-1])
+    click.echo(f"{'target':<7}{'schedule':<10}{'weighting':<11}{'step':>7} {'weights':<8}{'tr Σ':>11}{'|G|²':>11}"
+               f"{'B_simple':>10}")
+    for r in records:
+        if "skipped" in r:
+            click.echo(f"{r['target']:<7}{r['schedule']:<10}{r['weighting']:<11}  skipped: {r['skipped']}")
+            continue
+        a = r["all"]
+        click.echo(f"{r['target']:<7}{r['schedule']:<10}{r['weighting']:<11}{r['step']:>7} {r['weights']:<8}"
+                   f"{a['trace_cov']:>11.4g}{a['grad_sq']:>11.4g}{a['b_simple']:>10.4g}")
+    click.echo(f"wrote {', '.join(written)}")
+
+
+@main.command()
+@click.argument("runs", metavar="RUN...", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--span", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="slices reach α in [-SPAN, SPAN] (in units of each filter's norm)")
+@click.option("--points", type=click.IntRange(min=5), default=41, show_default=True,
+              help="points of each 1-D slice (odd, so that α = 0 is one of them)")
+@click.option("--grid", type=click.IntRange(min=3), default=15, show_default=True,
+              help="points per side of the 2-D slice")
+@click.option("--n", type=click.IntRange(min=1), default=512, show_default=True,
+              help="examples in the one fixed batch (x_0, ε, t) the loss is evaluated on")
+@click.option("--weights", type=click.Choice(["ema", "raw"]), default="ema", show_default=True)
+@click.option("--interpolate/--no-interpolate", default=True, show_default=True,
+              help="also the loss on the segment between the first two runs")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the batch and the directions")
+@click.option("--out", type=click.Path(dir_okay=False), default="landscape.json", show_default=True,
+              help="data file (.json); the sharpness table (.csv) is written beside it")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="figure (.png/.svg) [default: OUT with .png]; the others are written beside it")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def landscape(runs, span, points, grid, n, weights, interpolate, seed, out, plot, quiet):
+    """Loss landscapes of trained runs: 1-D and 2-D filter-normalised slices, sharpness, interpolation, PCA path.
+
+    The loss is each run's own training loss on one fixed batch. A run with parameter snapshots (the runs of
+    `minidiff sweep`) also gets the PCA of its path, beside the random-walk baseline 6/(π²k²).
+    """
+    from minidiff import run
+    from minidiff.diagnostics import studies
+    out, csv_path, plot = _data_and_plot(out, plot)
+    if points % 2 == 0:
+        raise click.BadParameter(f"{points} is even; give an odd number so that α = 0 is on the slice",
+                                 param_hint="--points")
+    _loadable_runs(runs)
+    pair = interpolate and len(runs) >= 2
+    if pair and ({k: v.shape for k, v in run.load_run(runs[0])[3].params.items()}
+                 != {k: v.shape for k, v in run.load_run(runs[1])[3].params.items()}):
+        raise click.UsageError(f"runs {runs[0]!r} and {runs[1]!r} have different networks; use --no-interpolate")
+    results = []
+    with click.progressbar(runs, label="landscape", show_pos=True, width=24, hidden=quiet) as bar:
+        for run_dir in bar:
+            results.append(studies.landscape_of_run(run_dir, span=span, points=points, grid=grid, n=n, seed=seed,
+                                                    weights=weights))
+    line = studies.interpolation_between(runs[0], runs[1], n=n, seed=seed, weights=weights) if pair else None
+    _write_landscape(results, line, out, csv_path, plot)
+
+
+LANDSCAPE_COLUMNS = ("run", "target", "schedule", "weighting", "loss", "curvature_d", "curvature_e",
+                     "relative_curvature_d", "relative_curvature_e", "cos_de", "pca_ratio_1", "pca_ratio_2")
+
+
+def _write_landscape(results, line, out, csv_path, plot):
+    from minidiff.diagnostics import studies
+    table = [dict(r, **({f"pca_ratio_{k + 1}": r["pca"]["ratios"][k] for k in range(2)} if "pca" in r else {}))
+             for r in results]
+    studies.save_json(out, dict(runs=results, interpolation=line))
+    studies.save_csv(csv_path, table, LANDSCAPE_COLUMNS)
+    figures.save(figures.landscape_figure(results), plot)
+    written = [out, csv_path, plot]
+    if line is not None:
+        written.append(_beside(plot, "interpolation"))
+        figures.save(figures.interpolation_figure(line), written[-1])
+    if any("pca" in r for r in results):
+        written.append(_beside(plot, "trajectory"))
+        figures.save(figures.trajectory_figure(results), written[-1])
+    click.echo(f"{'run':<36}{'target':<7}{'loss':>10}{'f″(0)':>11}{'f″(0)/f(0)':>12}{'PCA 1, 2':>12}"
+               f"{'random walk':>13}")
+    for row in table:
+        pca = f"{row['pca_ratio_1']:.2f}, {row['pca_ratio_2']:.2f}" if "pca_ratio_1" in row else "-"
+        walk = "{:.2f}, {:.2f}".format(*row["pca"]["random_walk"][:2]) if "pca" in row else "-"
+        click.echo(f"{os.path.basename(os.path.normpath(row['run']))[:35]:<36}{row['target']:<7}{row['loss']:>10.4g}"
+                   f"{row['curvature_d']:>11.4g}{row['relative_curvature_d']:>12.4g}{pca:>12}{walk:>13}")
+    click.echo(f"wrote {', '.join(written)}")
+
+
+@main.command()
+@_list_option("--lrs", "1e-3,1e-2,1e-1,1", "peak learning rates", parse=float, check=_positive)
+@_list_option("--targets", "eps,x0,v,score,mu", "targets", check=_target_name)
+@_list_option("--schedules", "cosine", "schedules", check=_schedule_name)
+@_list_option("--weightings", "uniform", "loss weightings", check=_weighting_name)
+@_list_option("--seeds", "0,1", "seeds", parse=int)
+@option("--dataset", "toy dataset")
+@option("--T", "diffusion steps", type=click.IntRange(min=1))
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True, help="training steps per run")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--hidden", type=click.IntRange(min=1), default=64, show_default=True, help="width of the MLP")
+@click.option("--depth", type=click.IntRange(min=1), default=2, show_default=True, help="hidden layers")
+@click.option("--check-every", type=click.IntRange(min=1), default=250, show_default=True,
+              help="steps between checks (and parameter snapshots)")
+@click.option("--quality-n", type=click.IntRange(min=2), default=500, show_default=True,
+              help="samples and held-out points of each quality check")
+@click.option("--quality-steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="sampling steps of each quality check (ancestral, respaced)")
+@click.option("--quality-bar", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="energy distance that counts as reached [default: 3 x the data-vs-data floor]")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
+              help="parallel processes")
+@click.option("--out", type=click.Path(file_okay=False), default="sweep", show_default=True, help="sweep folder")
+@click.option("--force", is_flag=True, help="overwrite an existing sweep folder")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def sweep(lrs, targets, schedules, weightings, seeds, dataset, T, steps, batch_size, hidden, depth, check_every,
+          quality_n, quality_steps, quality_bar, workers, out, force, quiet):
+    """Stability sweep: learning rate × target × schedule × weighting × seed, in parallel processes.
+
+    Records divergence, steps to the quality bar, final energy distance (with its floor) and the ELBO of every
+    cell in OUT/sweep.csv and OUT/sweep.json, draws OUT/sweep.png, and keeps each run (with its parameter
+    snapshots, for `minidiff landscape` and `minidiff gradvar`) in OUT/runs.
+    """
+    from minidiff.diagnostics import sweep as sweeps
+    from minidiff.train import ConfigError, TrainConfig, validate
+    base = dict(dataset=dataset, T=T, steps=steps, batch_size=batch_size, hidden=hidden, depth=depth,
+                log_every=check_every, checkpoint_every=check_every)
+    try:
+        validate(TrainConfig(**base, schedule=schedules[0], target="v"))
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+    _prepare_sweep_out(out, force)
+    settings = sweeps.SweepConfig(lrs=lrs, targets=targets, schedules=schedules, weightings=weightings, seeds=seeds,
+                                  base=base, check_every=check_every, quality_n=quality_n,
+                                  quality_steps=quality_steps, quality_bar=quality_bar)
+    click.echo(f"{len(sweeps.cells(settings))} runs of {steps} steps on {dataset}, {workers} worker(s), into {out}")
+    rows = sweeps.run_sweep(settings, out, workers=min(workers, len(sweeps.cells(settings))), progress=not quiet)
+    figures.save(figures.sweep_figure(rows), os.path.join(out, "sweep.png"))
+    _echo_sweep(rows)
+    click.echo(f"wrote {', '.join(os.path.join(out, f) for f in ('sweep.csv', 'sweep.json', 'sweep.png'))}")
+
+
+def _echo_sweep(rows):
+    click.echo(f"{'lr':>8} {'target':<7}{'schedule':<10}{'weighting':<11}{'seed':>5} {'status':<9}{'to bar':>7}"
+               f"{'energy':>10}{'ELBO bpd':>10}")
+    for r in rows:
+        number = lambda key, spec: "-" if r.get(key) is None else format(r[key], spec)  # noqa: E731
+        click.echo(f"{r['lr']:>8g} {r['target']:<7}{r['schedule']:<10}{r['weighting']:<11}{r['seed']:>5} "
+                   f"{r['status']:<9}{number('steps_to_bar', 'd'):>7}{number('energy_distance', '.4g'):>10}"
+                   f"{number('elbo_bits_per_dim', '.4g'):>10}")
+
+
+def _prepare_sweep_out(out, force):
+    """A usage error for a file in the way, or a sweep already there without --force (which clears it)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise click.UsageError(f"--out {out!r} is a file, not a folder")
+    if os.path.exists(os.path.join(out, "sweep.json")) or os.path.isdir(os.path.join(out, "runs")):
+        if not force:
+            raise click.UsageError(f"folder {out!r} already holds a sweep; use --force to overwrite it")
+        shutil.rmtree(os.path.join(out, "runs"), ignore_errors=True)
+
+
 if __name__ == "__main__":
     main()
