@@ -50,7 +50,7 @@ class TrainConfig:
     zero_terminal_snr: bool = False
     weighting: str = "uniform"
     t_sampling: str = "uniform"
-    steps: int = 10_000
+    steps: int = 4000
     batch_size: int = 256
     lr: float = 2e-3
     warmup_steps: int = 200
