@@ -11,8 +11,8 @@ import warnings
 import click
 import numpy as np
 
-from minidiff import checkpoint, data, figures, schedules as schedules_module
-from minidiff.train import ON_DIVERGENCE, TrainConfig
+from minidiff import backend, checkpoint, data, figures, schedules as schedules_module
+from minidiff.train import ON_DIVERGENCE, RANDOMNESS, TrainConfig
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 RUN_FILES = ("config.json", "checkpoint.npz", "loss_log.csv", "samples.npy", "samples.png", "quality.json")
@@ -64,6 +64,20 @@ def _check_output_file(path, extensions):
                                  param_hint="output file")
 
 
+def _use_device(ctx, param, value):
+    """--device: make the backend use it while the options are read; a usage error if it cannot be used."""
+    try:
+        backend.use_device(value)
+    except backend.DeviceError as err:
+        raise click.BadParameter(str(err)) from None
+    return backend.device()
+
+
+device_option = click.option("--device", envvar=backend.DEVICE_VARIABLE, show_envvar=True, default="cpu",
+                             show_default=True, callback=_use_device, expose_value=False,
+                             help="where the arrays live: cpu (NumPy) or gpu (CuPy)")
+
+
 def option(name, help, **kwargs):
     """A click option whose default is TrainConfig's, so the library and the CLI never disagree."""
     field = name.split("/")[0].lstrip("-").replace("-", "_")
@@ -104,6 +118,10 @@ def option(name, help, **kwargs):
 @option("--explosion-factor", "a loss above this × the median of the last 100 losses has diverged (inf: off)",
         type=float)
 @option("--max-skips", "with skip-step, stop after this many skipped steps in a row", type=click.IntRange(min=1))
+@device_option
+@click.option("--randomness", type=click.Choice(RANDOMNESS), default=None,
+              help="how batch, t and noise are drawn: numpy (the run's generator, on the host: the CPU's numbers) or "
+                   "counter (a counter-based generator, on the device) [default: numpy on the cpu, counter on the gpu]")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="run folder [default: runs/DATASET-TARGET-SCHEDULE-sSEED]")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its last checkpoint")
@@ -116,6 +134,7 @@ def train(out, resume, force, quiet, **options):
     bad option, file or run folder, with nothing written; 130 when stopped by Ctrl-C, after saving a checkpoint.
     """
     from minidiff import run
+    options["randomness"] = options["randomness"] or ("counter" if backend.device() == "gpu" else "numpy")
     config = TrainConfig(**options)
     out = out or os.path.join("runs", f"{_data_name(config)}-{config.target}-{config.schedule}-s{config.seed}")
     _check_flags(resume, force)
@@ -232,6 +251,7 @@ def _resumable(out, config):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="save the samples (.npy)")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="save a plot (.png/.svg)")
+@device_option
 def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, seed, out, plot):
     """Draw samples from a trained run.
 
@@ -326,6 +346,7 @@ ODE_BAR = 1000  # the probability-flow progress bar counts thousandths of the OD
 @click.option("--atol", type=click.FloatRange(min=0, min_open=True), default=1e-5, show_default=True,
               help="absolute tolerance of the ODE solver")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="save L_t against t (.png/.svg)")
+@device_option
 def elbo(run_dir, use_oracle, dataset, schedule, T, zero_terminal_snr, target, weights, n, seed, variance,
          t_sampling, ode, rtol, atol, plot):
     """The variational bound term by term, the probability-flow NLL, and for mixtures the exact NLL and the gap.
@@ -558,6 +579,7 @@ def _loadable_runs(runs):
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="figure (.png/.svg) [default: OUT with .png]; the others are written beside it")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@device_option
 def gradvar(runs, dataset, schedules, targets, weightings, T, n, buckets, by, hidden, depth, weights, along, seed,
             out, plot, quiet):
     """Gradient noise per target, weighting and t-bucket: tr Σ, |G|², B_simple, cosines between buckets.
@@ -649,6 +671,7 @@ def _write_gradvar(records, extra, out, csv_path, plot, settings):
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="figure (.png/.svg) [default: OUT with .png]; the others are written beside it")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@device_option
 def landscape(runs, span, points, grid, n, weights, interpolate, seed, out, plot, quiet):
     """Loss landscapes of trained runs: 1-D and 2-D filter-normalised slices, sharpness, interpolation, PCA path.
 
@@ -728,6 +751,7 @@ def _write_landscape(results, line, out, csv_path, plot):
 @click.option("--out", type=click.Path(file_okay=False), default="sweep", show_default=True, help="sweep folder")
 @click.option("--force", is_flag=True, help="overwrite an existing sweep folder")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@device_option
 def sweep(lrs, targets, schedules, weightings, seeds, dataset, T, steps, batch_size, hidden, depth, check_every,
           quality_n, quality_steps, quality_bar, workers, out, force, quiet):
     """Stability sweep: learning rate × target × schedule × weighting × seed, in parallel processes.

@@ -5,7 +5,7 @@ Every other module asks `get_xp()` for the array module and never imports CuPy i
 It also holds the few autograd primitives the denoiser is made of. autograd's own wrappers assume NumPy arrays in
 places (DESIGN.md, "Autograd on CuPy"), so the network's operations are written here as primitives whose forward and
 backward use only the arrays' own methods (`a.dot(b)`, `a.sum(axis=0)`, `a.T`), arithmetic operators and the
-elementwise functions of `get_xp()`: one definition serves NumPy now and CuPy later.
+elementwise functions of `get_xp()`: one definition serves NumPy and CuPy.
 
 Each primitive keeps its forward and its backward side by side (as micrograd does). For an output z, the backward
 turns the upstream gradient z̄ = ∂L/∂z into x̄ = ∂L/∂x for each input x: a vector-Jacobian product (VJP).
@@ -31,6 +31,34 @@ default 34-256-256-256-2 network, fp32; `python benchmarks/cpu.py` measures it a
 - autograd's containers: differentiating a function of a params dict scatters each gradient into a zero-filled copy
   of the whole dict. `value_and_vjp` differentiates with respect to each array directly.
 - A call with no traced input is a plain call: no trace, nothing saved for a backward that will not come (sampling).
+
+The device. `use_device("gpu")` (the CLI's `--device gpu`, or MINIDIFF_DEVICE=gpu in the environment, read when
+`get_xp()` is first called without a device chosen) makes CuPy the array module; `use_device("cpu")` makes it NumPy
+again. Choosing the GPU registers CuPy's arrays with autograd — its ArrayBox for tracing, and `DeviceVSpace`, whose
+zeros and ones CuPy makes — and builds the fused kernels of `kernels.py`: on CuPy each primitive's elementwise work
+is one kernel (SiLU and its bias add, SiLU's backward, the loss and its backward, the sinusoids), where NumPy's
+in-place passes stay as they are (MINIDIFF_FUSED=0 turns the kernels off, for comparison). Arrays cross between host
+and device only where a caller asks: `to_device` / `to_numpy`, and the traced `transfer_to_device` /
+`transfer_to_host`, whose gradients cross back. Checkpoints are NumPy (run.save_checkpoint), so a run moves freely.
+
+Randomness on a GPU, and the trade-off (TrainConfig.randomness; `train.draw_batch`):
+- "numpy": the run's NumPy generator draws the batch, its t and its noise on the host, as on the CPU, and they are
+  copied to the device: 2·B·D + B numbers and a few synchronous copies a step. Slow at large batches, but the draws
+  are those of the CPU bit for bit, so a GPU run in float64 follows the CPU's loss curve to rounding (tests/test_gpu.py
+  checks 1e-10). The CPU's default.
+- "counter": a counter-based generator (`counter.py`: each number a hash of seed, step, stream and index) drawn by
+  three kernels on the device, nothing copied and nothing to synchronise; its state is the step, so a checkpoint
+  needs nothing more. The GPU's default. Other numbers than "numpy"'s, so other curves; the same functions run on
+  NumPy, so such a run resumes on the CPU with the same stream (integers exactly, normals to an ulp).
+
+Synchronisation. CuPy queues kernels and returns at once; the host waits only when it reads a value back. A training
+step reads back two numbers, once: the loss and the squared gradient norm, after the backward pass and before the
+update, because the divergence guard must decide before the update (run.LossGuard) and the clip factor is computed
+from the norm (train.train_step). Everything else of the step — the draws, the loss log's sums — stays queued. Cost,
+measured on an H200 (README "GPU"): the whole train_step, with this read back in its middle, the draws, clipping and
+the EMA, takes 0.6–1.5 ms more than the bare forward-backward-Adam step that reads back at its end (batch 131072:
+6.0 against 4.7 ms). Checking only every k steps would save part of that, at the price of updates applied before
+their loss is known; the guard's promise — a diverging step changes nothing — was kept instead.
 """
 import ctypes
 import inspect
@@ -39,21 +67,198 @@ import sys
 
 import numpy
 from autograd.core import VJPNode, add_outgrads
-from autograd.extend import defvjp_argnums, primitive
+from autograd.extend import VSpace, defvjp_argnums, primitive
+from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.tracer import isbox, new_box, trace_stack
 from autograd.util import toposort
 
-_xp = numpy
+DEVICES = ("cpu", "gpu")
+DEVICE_VARIABLE = "MINIDIFF_DEVICE"  # the device when none is chosen: cpu (the default) or gpu
+FUSED_VARIABLE = "MINIDIFF_FUSED"  # 0: CuPy without the fused kernels (plain ufuncs), for comparison
+
+_xp, _device, _kernels = None, None, None  # set by use_device; get_xp() chooses from the environment at first use
+_built_kernels = {}  # id(cupy module) -> its Kernels, compiled once per process
+
+
+class DeviceError(RuntimeError):
+    """The device asked for cannot be used (unknown name, CuPy missing, no GPU), in one line."""
+
+
+def parse_device(name):
+    """'cpu' or 'gpu' from a device name as a user types it (any case; empty means cpu)."""
+    text = (name or "cpu").strip().lower()
+    if text not in DEVICES:
+        raise DeviceError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
+    return text
+
+
+def use_device(name=None):
+    """Make `name` ('cpu' or 'gpu'; None: $MINIDIFF_DEVICE, else cpu) the device of every array made from now on.
+
+    Returns the array module. Raises DeviceError, with a one-line reason, for an unknown name or a GPU that CuPy
+    cannot reach; the device in use is then unchanged.
+    """
+    global _xp, _device, _kernels
+    name = parse_device(os.environ.get(DEVICE_VARIABLE) if name is None else name)
+    if name == "cpu":
+        _xp, _device, _kernels = numpy, "cpu", None
+        return _xp
+    cupy = _import_cupy()
+    _register_with_autograd(cupy)
+    kernels = None
+    if os.environ.get(FUSED_VARIABLE, "1") != "0" and hasattr(cupy, "ElementwiseKernel"):
+        from .kernels import Kernels
+        if id(cupy) not in _built_kernels:
+            _built_kernels[id(cupy)] = Kernels(cupy)
+        kernels = _built_kernels[id(cupy)]
+    _xp, _device, _kernels = cupy, "gpu", kernels
+    return _xp
+
+
+def _import_cupy():
+    """CuPy, checked to see at least one GPU; DeviceError otherwise."""
+    try:
+        import cupy
+    except Exception as err:  # noqa: BLE001  (ImportError, or a CUDA library that fails to load)
+        raise DeviceError(f"the gpu device needs CuPy, and it cannot be imported ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else 'no message'}); pip install 'minidiff[gpu]'"
+                          ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # noqa: BLE001  (cupy.cuda.runtime.CUDARuntimeError: no driver, no device)
+        count, reason = 0, str(err).splitlines()[0] if str(err) else type(err).__name__
+    else:
+        reason = "no CUDA device is visible"
+    if count < 1:
+        raise DeviceError(f"the gpu device needs an NVIDIA GPU, and CuPy found none ({reason})")
+    return cupy
 
 
 def get_xp():
     """The array module in use: `numpy` (the default) or `cupy`."""
-    return _xp
+    return _xp if _xp is not None else use_device()
 
+
+def device():
+    """The device in use: 'cpu' or 'gpu'."""
+    get_xp()
+    return _device
+
+
+def fused():
+    """The fused CuPy kernels (`kernels.Kernels`) when they are in use, else None."""
+    return _kernels
+
+
+# --- moving arrays ----------------------------------------------------------------------------------------------
 
 def to_numpy(a):
     """A host NumPy copy of `a`, whichever backend made it."""
     return a.get() if hasattr(a, "get") and not isinstance(a, numpy.ndarray) else numpy.asarray(a)
+
+
+def to_device(a):
+    """`a` as an array of the device in use (a copy only when it lives elsewhere). A traced value is returned as it
+    is: it is already on the device of the trace (to move one, use `transfer_to_device`)."""
+    xp = get_xp()
+    if xp is numpy or isbox(a) or isinstance(a, xp.ndarray):
+        return a
+    return xp.asarray(a)
+
+
+_constants = {}  # (id of the array module, key) -> a small constant array, made once
+
+
+def constant(key, make):
+    """The constant array `make()` (NumPy) as an array of the device in use, made and copied once, then reused:
+    a copy to the device waits for the queued work to finish, which would cost a sync on every call. Not to be
+    written to."""
+    xp = get_xp()
+    if (id(xp), key) not in _constants:
+        _constants[(id(xp), key)] = xp.asarray(make())
+    return _constants[(id(xp), key)]
+
+
+def tree_to_numpy(tree):
+    """{name: host array} of a dict of arrays."""
+    return {k: to_numpy(v) for k, v in tree.items()}
+
+
+def tree_to_device(tree):
+    """{name: device array} of a dict of arrays."""
+    return {k: to_device(v) for k, v in tree.items()}
+
+
+# The same moves as autograd primitives: a value traced on the host goes through a network on the device and back,
+# and its gradient makes the reverse trip (likelihood.network_model differentiates the network w.r.t. x this way).
+#   forward   y = x on the device           backward   x̄ = ȳ on the host
+transfer_to_device = primitive(lambda x: to_device(x))
+transfer_to_host = primitive(lambda x: to_numpy(x))
+defvjp_argnums(transfer_to_device, lambda wanted, y, args, kwargs: lambda g: [to_numpy(g)])
+defvjp_argnums(transfer_to_host, lambda wanted, y, args, kwargs: lambda g: [to_device(g)])
+
+
+# --- CuPy arrays in autograd ------------------------------------------------------------------------------------
+
+class DeviceVSpace(VSpace):
+    """autograd's view of a CuPy array: its shape and dtype, and zeros and ones that CuPy makes.
+
+    autograd's ArrayVSpace calls np.asarray on the value (DESIGN.md), which CuPy refuses; everything else a
+    backward pass asks of a vector space (adding two gradients) is the arrays' own arithmetic.
+    """
+    module = None  # the CuPy module, set by _register_with_autograd
+
+    def __init__(self, value):
+        self.shape, self.dtype = value.shape, value.dtype
+
+    @property
+    def size(self):
+        return int(numpy.prod(self.shape))
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def zeros(self):
+        return self.module.zeros(self.shape, dtype=self.dtype)
+
+    def ones(self):
+        return self.module.ones(self.shape, dtype=self.dtype)
+
+    def standard_basis(self):
+        for index in numpy.ndindex(*self.shape):
+            vector = self.zeros()
+            vector[index] = 1
+            yield vector
+
+    def randn(self):
+        return self.module.asarray(numpy.random.default_rng().standard_normal(self.shape), dtype=self.dtype)
+
+    def _inner_prod(self, x, y):
+        return x.ravel().dot(y.ravel())
+
+
+def _register_with_autograd(cupy):
+    """Trace CuPy arrays as autograd traces NumPy arrays: the same box, a vector space of their own."""
+    DeviceVSpace.module = cupy
+    ArrayBox.register(cupy.ndarray)
+    VSpace.register(cupy.ndarray, DeviceVSpace)
+
+
+def bincount(x, weights, length):
+    """numpy.bincount(x, weights, minlength=length) for ints x in 0 … length − 1 (float64 sums of the weights, or
+    counts when weights is None), computed where x lives and in the same order every time.
+
+    CuPy's own bincount adds with atomics, in whatever order the threads arrive, so its float sums change from run
+    to run in their last bits; on the device a one-hot matrix-vector product adds in a fixed order instead.
+    """
+    xp = get_xp()
+    if xp is numpy:
+        return numpy.bincount(x, weights=weights, minlength=length)
+    one_hot = x[:, None] == xp.arange(length)                                       # (n, length)
+    if weights is None:
+        return one_hot.sum(axis=0)
+    return weights.astype(xp.float64).dot(one_hot.astype(xp.float64))
 
 
 # glibc's malloc gives a freed block of 128 KiB or more back to the kernel (munmap, or a trim of the heap top), so
@@ -119,17 +324,38 @@ def _affine_grads(gz, wanted, x, W, skip=None):
         elif i == 1:
             grads.append(x.T.dot(gz))                   # (n, m)
         else:
-            grads.append(gz.sum(axis=0))                # (m,)
+            grads.append(_sum_rows(gz))                 # (m,)
     return grads
+
+
+def _fusable(*arrays):
+    """The fused kernels, if they are in use and the arrays share one float dtype (else None: the NumPy way)."""
+    if _kernels is None or any(a.dtype != arrays[0].dtype for a in arrays) or arrays[0].dtype.kind != "f":
+        return None
+    return _kernels
+
+
+def _sum_rows(g):
+    """Σ_rows g: NumPy's sum; on the device a product with a vector of ones, which reads g in order (CuPy's sum
+    over axis 0 strides across rows)."""
+    kernels = _fusable(g)
+    return g.sum(axis=0) if kernels is None else kernels.sum_rows(g)
 
 
 # SiLU(z) = z σ(z) (Elfwing et al. 2018; Hendrycks & Gimpel 2016), with σ(z) = ½ (1 + tanh(z/2)): the tanh form
 # never overflows (1/(1 + e^(−z)) does for z < −88 in fp32).
 #   forward   s = σ(z),  y = z s
 #   backward  z̄ = ȳ (s + y (1 − s))        since dy/dz = s + z s (1 − s) = s + y (1 − s)
+# On the GPU the bias add, the forward and the backward are one kernel each (kernels.py: bias_silu, silu_backward).
 
-def _silu_inplace(z, saved):
-    """Overwrite the fresh array z with SiLU(z); keep y and σ(z) for the backward (if there is one)."""
+def _silu_inplace(z, saved, b=None):
+    """Overwrite the fresh array z with SiLU(z + b) (b: a bias row, or None); keep y and σ for the backward (if
+    there is one)."""
+    kernels = _fusable(z) if b is None else _fusable(z, b)
+    if kernels is not None:
+        return kernels.bias_silu(z, z.dtype.type(0) if b is None else b, saved)
+    if b is not None:
+        z += b
     z *= 0.5                                            # z/2
     s = get_xp().tanh(z)                                # tanh(z/2)
     s += 1                                              # 1 + tanh(z/2) = 2σ(z)
@@ -143,6 +369,9 @@ def _silu_inplace(z, saved):
 def _silu_backward(g, saved):
     """z̄ = ȳ (s + y (1 − s)), in one fresh buffer."""
     s, y = saved["s"], saved["y"]
+    kernels = _fusable(g, s, y)
+    if kernels is not None:
+        return kernels.silu_backward(g, s, y)
     gz = 1 - s
     gz *= y
     gz += s
@@ -180,7 +409,7 @@ def _linear_vjp(g, wanted, z, x, W, b, saved):
 
 def _linear_silu(x, W, b, saved):
     """y = SiLU(x W + b)."""
-    return _silu_inplace(_linear(x, W, b, saved), saved)
+    return _silu_inplace(x.dot(W), saved, b)
 
 
 def _linear_silu_vjp(g, wanted, y, x, W, b, saved):
@@ -193,6 +422,9 @@ def _linear_silu_vjp(g, wanted, y, x, W, b, saved):
 
 def _residual_linear_silu(h, W, b, saved):
     """out = h + SiLU(h W + b), with W square."""
+    kernels = _fusable(h, W, b)
+    if kernels is not None:                             # one kernel: bias, SiLU and the skip
+        return kernels.bias_silu_residual(h.dot(W), b, h, saved)
     y = _linear_silu(h, W, b, saved)
     if saved is None:                                   # no backward will read y: add the skip in place
         y += h
@@ -239,6 +471,9 @@ def _concat_vjp(g, wanted, out, *arrays, axis, saved, dtype=None):
 
 def _sinusoids(x, omega, saved):
     """[sin(x_d ω_k) | cos(x_d ω_k)] over columns d of x (B, D) and frequencies ω (K,): shape (B, 2·D·K)."""
+    kernels = _fusable(x, omega)
+    if kernels is not None:
+        return kernels.sinusoids(x, omega)
     xp = get_xp()
     B, D = x.shape
     angle = x.reshape(B, D, 1) * omega                  # (B, D, K)
@@ -290,6 +525,9 @@ def _mean_square_error_vjp(g, wanted, loss, pred, target, weights=None, *, saved
 
 def _weighted_squared_error(pred, target, weights, saved):
     """w_i ‖pred_i − target_i‖² for each example i: shape (B,); weights (B,)."""
+    kernels = _fusable(pred, target)
+    if kernels is not None:                             # one thread per example; the backward recomputes r
+        return kernels.squared_error(pred, target, weights)
     r = pred - target                                   # (B, …)
     if saved is not None:
         saved["r"] = r
@@ -300,6 +538,10 @@ def _weighted_squared_error(pred, target, weights, saved):
 def _weighted_squared_error_vjp(g, wanted, losses, pred, target, weights, saved):
     if 2 in wanted:
         raise NotImplementedError("minidiff.backend.weighted_squared_error: the weights are constants")
+    kernels = _fusable(pred, target)
+    if kernels is not None:
+        g_pred = kernels.squared_error_backward(g, pred, target, weights)
+        return [g_pred if i == 0 else -g_pred for i in wanted]
     r = saved["r"]
     scale = (2 * g) * weights.astype(r.dtype, copy=False)                            # 2 ℓ̄_i w_i   (B,)
     g_pred = r * scale.reshape((-1,) + (1,) * (r.ndim - 1))                          # (B, …)

@@ -123,15 +123,17 @@ def network_model(params, problem, config):
 
     The same network as train.model_fn (nn.apply on train.time_inputs), in float64: model_fn's casts go through
     np.asarray, which stops autograd's trace. The params are cast once; outputs agree with model_fn to fp32 round-off.
+    x_t and the prediction are host arrays; the network runs on the device in use, x_t crossing to it and the
+    prediction back by the traced transfers of backend.py, so the gradient makes the same trip in reverse.
     """
     from . import nn  # imported here: the likelihood of a mixture's oracle needs no network code
-    from .backend import to_numpy
+    from .backend import to_device, to_numpy, transfer_to_device, transfer_to_host
     from .train import time_inputs
-    params64 = {key: np.asarray(to_numpy(value), dtype=np.float64) for key, value in params.items()}
+    params64 = {key: to_device(np.asarray(to_numpy(value), dtype=np.float64)) for key, value in params.items()}
 
     def model(x_t, t):
         time = time_inputs(problem.schedule, config.time_input, np.broadcast_to(t, (len(x_t),)))
-        return nn.apply(params64, x_t, time)
+        return transfer_to_host(nn.apply(params64, transfer_to_device(x_t), to_device(time)))
     return model
 
 

@@ -28,7 +28,7 @@ import numbers
 
 import numpy as np
 
-from .backend import concat, get_xp, linear, linear_silu, residual_linear_silu, sinusoids
+from .backend import concat, constant, get_xp, linear, linear_silu, residual_linear_silu, sinusoids
 
 MAX_PERIOD = 10_000          # Vaswani et al. 2017, §3.5: wavelengths in a geometric progression from 2π to 10000·2π
 FOURIER_BASE = math.pi       # Mildenhall et al. 2020, eq. (4): frequencies 2^0 π, 2^1 π, …, 2^(F−1) π
@@ -59,14 +59,16 @@ class Config:
 
 
 def time_frequencies(time_dim, dtype):
-    """ω_k = MAX_PERIOD^(−2k/E), k = 0 … E/2 − 1 (Vaswani et al. 2017, §3.5)."""
+    """ω_k = MAX_PERIOD^(−2k/E), k = 0 … E/2 − 1 (Vaswani et al. 2017, §3.5); made once per device and dtype."""
     k = np.arange(time_dim // 2)
-    return get_xp().asarray(MAX_PERIOD ** (-2.0 * k / time_dim), dtype=dtype)
+    return constant(("time_frequencies", time_dim, np.dtype(dtype).str),
+                    lambda: np.asarray(MAX_PERIOD ** (-2.0 * k / time_dim), dtype=dtype))
 
 
 def fourier_frequencies(n, dtype):
-    """ω_k = 2^k π, k = 0 … n − 1 (Mildenhall et al. 2020, eq. 4)."""
-    return get_xp().asarray(FOURIER_BASE * 2.0 ** np.arange(n), dtype=dtype)
+    """ω_k = 2^k π, k = 0 … n − 1 (Mildenhall et al. 2020, eq. 4); made once per device and dtype."""
+    return constant(("fourier_frequencies", n, np.dtype(dtype).str),
+                    lambda: np.asarray(FOURIER_BASE * 2.0 ** np.arange(n), dtype=dtype))
 
 
 def time_embedding(t, time_dim, dtype=np.float64):

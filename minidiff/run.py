@@ -31,7 +31,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import data, metrics, nn, optim
-from .backend import to_numpy
+from .backend import bincount, get_xp, to_device, to_numpy
 from .checkpoint import CheckpointError, FORMAT_VERSION  # noqa: F401  (part of this module's surface)
 from .sample import sample
 from .timesteps import HISTORY, make_timestep_sampler
@@ -46,6 +46,7 @@ LOSS_BUCKETS = 10  # the loss log reports the loss in 10 equal ranges of t
 EXPLOSION_WINDOW = 100
 EXPLOSION_MIN_LOSSES = 10  # no explosion check before 10 losses are known (the first losses are the largest)
 RESUMABLE = ("steps", "on_divergence", "explosion_factor", "max_skips")  # the options --resume may change
+ADDED_OPTIONS = {"randomness": "numpy"}  # options newer than some checkpoints: what those runs did
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: the shell's exit status for a program stopped by Ctrl-C
 
 
@@ -85,6 +86,12 @@ def load_training_data(config, rng):
     return x_train, x_held, stats
 
 
+def on_device(state):
+    """The state with its params, EMA and Adam moments on the device in use (checkpoints hold NumPy arrays)."""
+    move = lambda tree: {k: to_device(v) if hasattr(v, "shape") else v for k, v in tree.items()}  # noqa: E731
+    return dataclasses.replace(state, params=move(state.params), ema=move(state.ema), adam=move(state.adam))
+
+
 def initial_state(config, data_dim, init_rng, train_rng):
     params = nn.init(init_rng, config.network(data_dim), dtype=DTYPES[config.dtype])
     return TrainState(step=0, params=params, ema={k: v.copy() for k, v in params.items()},
@@ -104,12 +111,15 @@ def train(config, out_dir, *, resume=False, progress=True, echo=click.echo, eval
     x_train, x_held, stats = load_training_data(config, data_rng)
     problem = make_problem(config)
     x_train = x_train.astype(problem.dtype)
+    if config.randomness == "counter":  # drawn where the arrays live (train.draw_batch); 'numpy' draws on the host
+        x_train = to_device(x_train)
     network = config.network(x_train.shape[1])
     os.makedirs(out_dir, exist_ok=True)
     ckpt.remove_temporaries(out_dir)
     resume = resume and os.path.exists(os.path.join(out_dir, ckpt.CHECKPOINT_FILE))  # else: killed before step 0
     if resume:
         state, guard, pending = load_checkpoint(out_dir, config, network)
+        state = on_device(state)
     else:
         state, guard, pending = initial_state(config, x_train.shape[1], init_rng, train_rng), LossGuard(), None
     ckpt.save_json(os.path.join(out_dir, ckpt.CONFIG_FILE), {  # again on resume: it may change the RESUMABLE options
@@ -258,14 +268,18 @@ def finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo,
 
 class LossLog:
     """loss_log.csv: step, then the means since the previous row of the loss, the gradient norm (before
-    clipping) and the per-example loss in each of LOSS_BUCKETS equal ranges of t, then the steps skipped."""
+    clipping) and the per-example loss in each of LOSS_BUCKETS equal ranges of t, then the steps skipped.
+
+    The bucket sums are kept where the per-example losses are computed (on a GPU: on the device, read back only
+    when a row is written or a checkpoint saved)."""
     HEADER = "step,loss,grad_norm," + ",".join(f"loss_t{i}" for i in range(LOSS_BUCKETS)) + ",skipped"
 
     def __init__(self, path, T, resume_at=None, pending=None):
+        xp = get_xp()
         self.T, self.rows = T, []
-        self.sums, self.counts, self.interval, self.skipped = np.zeros(LOSS_BUCKETS), np.zeros(LOSS_BUCKETS), [], 0
+        self.sums, self.counts, self.interval, self.skipped = xp.zeros(LOSS_BUCKETS), xp.zeros(LOSS_BUCKETS), [], 0
         if pending:  # the sums of a row that was under way when the checkpoint was written
-            self.sums, self.counts = pending["sums"].copy(), pending["counts"].copy()
+            self.sums, self.counts = xp.asarray(pending["sums"]).copy(), xp.asarray(pending["counts"]).copy()
             self.interval = [tuple(row) for row in pending["interval"].reshape(-1, 2)]
             self.skipped = int(pending["skipped"])
         rows = _rows_up_to(path, resume_at, self.HEADER) if resume_at is not None else []
@@ -274,9 +288,10 @@ class LossLog:
 
     def add(self, step, loss, grad_norm, t, per_example, force):
         """Accumulate one step; with force, write a row of the means since the last row."""
-        bucket = np.minimum(np.asarray(t) * LOSS_BUCKETS // self.T, LOSS_BUCKETS - 1)
-        self.sums += np.bincount(bucket, weights=per_example, minlength=LOSS_BUCKETS)
-        self.counts += np.bincount(bucket, minlength=LOSS_BUCKETS)
+        xp = get_xp()
+        bucket = xp.minimum(xp.asarray(t) * LOSS_BUCKETS // self.T, LOSS_BUCKETS - 1)
+        self.sums += bincount(bucket, xp.asarray(per_example), LOSS_BUCKETS)
+        self.counts += bincount(bucket, None, LOSS_BUCKETS)
         self.interval.append((loss, grad_norm))
         if force:
             self._row(step)
@@ -289,7 +304,7 @@ class LossLog:
 
     def _row(self, step):
         with np.errstate(invalid="ignore"):
-            means = self.sums / self.counts
+            means = to_numpy(self.sums) / to_numpy(self.counts)
         loss, grad_norm = np.mean(self.interval, axis=0) if self.interval else (float("nan"), float("nan"))
         self.rows.append(f"{step},{loss:.6g},{grad_norm:.6g}," + ",".join(f"{m:.6g}" for m in means)
                          + f",{self.skipped}")
@@ -297,7 +312,7 @@ class LossLog:
 
     def pending(self):
         """The sums of the row under way, so that a resumed run writes the same row as an uninterrupted one."""
-        return {"sums": self.sums, "counts": self.counts, "skipped": self.skipped,
+        return {"sums": to_numpy(self.sums), "counts": to_numpy(self.counts), "skipped": self.skipped,
                 "interval": np.array(self.interval, np.float64).reshape(-1, 2)}
 
     def flush(self):
@@ -402,6 +417,7 @@ def _check_config(path, text, config):
         raise CheckpointError(f"{path}: its config is not valid JSON") from None
     current = dataclasses.asdict(config)
     stored = stored if isinstance(stored, dict) else {}
+    stored = {**ADDED_OPTIONS, **stored}
     differ = sorted(k for k in set(stored) | set(current) if k not in RESUMABLE and stored.get(k) != current.get(k))
     if differ:
         raise CheckpointError(f"{path}: written by another run (its config differs from this run's in: "

@@ -8,14 +8,19 @@ The loss (Ho et al. 2020, Alg. 1, generalised to any target X and weighting w):
 Every target is linear in (x_0, ε), X = a_t x_0 + b_t ε, so the coefficients a_t, b_t are read once off
 `targets.make_target` and the loss needs no per-target code. With p(t) uniform the factor 1/(T p(t)) is 1;
 importance sampling of t (Nichol & Dhariwal 2021, §3.3) changes p(t) and keeps the loss unbiased through it.
+
+On a GPU (backend.use_device) the problem's tables and the params live on the device, the loss takes host or device
+arrays and computes on the device, and the batch is drawn as TrainConfig.randomness says (`draw_batch`; the
+trade-off is in backend's docstring).
 """
 import dataclasses
+import math
 import numbers
 
 import numpy as np
 
-from . import nn, optim
-from .backend import get_xp, value_and_vjp, weighted_squared_error
+from . import counter, nn, optim
+from .backend import fused, get_xp, to_device, to_numpy, value_and_vjp, weighted_squared_error
 from .schedules import make_schedule
 from .targets import canonical_target, loss_weight, make_target, parse_weighting
 from .timesteps import TimestepSampler
@@ -25,6 +30,7 @@ TIME_INPUTS = ("t", "log_snr")
 EMBED_RANGE = 1000.0  # the sinusoidal embedding is built for inputs in [0, 1000) (nn.py)
 LOG_SNR_CLIP = 20.0  # λ is clipped to [−20, 20] before it is fed to the network (λ = −∞ at zero terminal SNR)
 ON_DIVERGENCE = ("stop", "skip-step")
+RANDOMNESS = ("numpy", "counter")  # the run's NumPy generator on the host, or counter.py's where the arrays live
 # A loss 10⁴ times the median of the last 100 is an explosion. Largest ratio measured on healthy runs (moons and
 # others, 3000–5000 steps): 1.7 for ε, x0, v with uniform weighting (batch 64); for score and μ 26 at batch 256, 90
 # at batch 64; with ELBO weighting 260 at batch 256, 2500 at batch 64 (one small-t example can carry most of a
@@ -69,6 +75,7 @@ class TrainConfig:
     on_divergence: str = "stop"  # or "skip-step": drop the update of a diverging step and go on (run.LossGuard)
     explosion_factor: float = EXPLOSION_FACTOR  # a loss above this × the running median of recent losses diverged
     max_skips: int = MAX_SKIPS_IN_A_ROW  # skip-step stops training after this many skipped steps in a row
+    randomness: str = "numpy"  # how batch, t and noise are drawn: RANDOMNESS (backend's docstring)
 
     def network(self, data_dim):
         return nn.Config(data_dim=data_dim, hidden=self.hidden, depth=self.depth, time_dim=self.time_dim,
@@ -103,7 +110,7 @@ def make_problem(config, schedule=None):
     target, dtype, t = canonical_target(config.target), DTYPES[config.dtype], np.arange(config.T)
     name, gamma = parse_weighting(config.weighting)
     weight = loss_weight(name, target, schedule, gamma=gamma)
-    cast = lambda v: np.asarray(v, dtype=dtype)  # noqa: E731
+    cast = lambda v: to_device(np.asarray(v, dtype=dtype))  # noqa: E731  (the device's copy, made once)
     return Problem(schedule=schedule, target=target, sqrt_alpha_bar=cast(np.sqrt(schedule.alpha_bar)),
                    sqrt_one_minus_alpha_bar=cast(np.sqrt(1 - schedule.alpha_bar)),
                    a=cast(make_target(target, schedule, np.ones(config.T), np.zeros(config.T), t)),
@@ -112,12 +119,32 @@ def make_problem(config, schedule=None):
 
 
 def per_example_loss(params, problem, x0, eps, t):
-    """w_X(t) ‖X − f_θ(x_t, t)‖² for each example (shape (B,)): the loss before averaging."""
+    """w_X(t) ‖X − f_θ(x_t, t)‖² for each example (shape (B,)): the loss before averaging.
+
+    The params, x0, eps and t may be host or device arrays: the loss is computed on the device in use (host arrays
+    are copied there first), and so is what it returns.
+    """
+    params = {k: to_device(v) for k, v in params.items()}
+    x0, eps, t = to_device(x0), to_device(eps), to_device(t)
+    x_t, target = noisy_and_target(problem, x0, eps, t)  # (B, D), (B, D)
+    prediction = nn.apply(params, x_t, problem.time_input[t])  # (B, D)
+    return weighted_squared_error(prediction, target, problem.weight[t])  # (B,)
+
+
+def noisy_and_target(problem, x0, eps, t):
+    """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (Ho et al. 2020, eq. 4) and the target X = a_t x_0 + b_t ε, each (B, D).
+
+    The tables are read at each example's t and broadcast over the data dimension; on the GPU both come out of one
+    kernel (kernels.py: noisy_and_target).
+    """
+    tables = (problem.sqrt_alpha_bar, problem.sqrt_one_minus_alpha_bar, problem.a, problem.b)
+    kernels = fused()
+    if kernels is not None and t.dtype == np.int64 and x0.dtype == eps.dtype == problem.a.dtype:
+        return kernels.noisy_and_target(t, x0, eps, *tables)
     col = lambda v: v[t][:, None]  # noqa: E731  (per-example factor, broadcast over the data dimension)
     x_t = col(problem.sqrt_alpha_bar) * x0 + col(problem.sqrt_one_minus_alpha_bar) * eps  # (B, D)
     target = col(problem.a) * x0 + col(problem.b) * eps  # (B, D)
-    prediction = nn.apply(params, x_t, problem.time_input[t])  # (B, D)
-    return weighted_squared_error(prediction, target, problem.weight[t])  # (B,)
+    return x_t, target
 
 
 def loss_and_grad(params, problem, x0, eps, t, importance_weight=None):
@@ -137,11 +164,17 @@ def loss_and_grad(params, problem, x0, eps, t, importance_weight=None):
 
 
 def model_fn(params, problem, config):
-    """model(x_t, t) -> prediction (float64): the network as the samplers and the ELBO see it."""
+    """model(x_t, t) -> prediction (float64): the network as the samplers and the ELBO see it.
+
+    x_t and t are host arrays, and so is the prediction; the network runs on the device in use (its params are
+    copied there once), so each call moves x_t up and the prediction back: 2·B·D numbers.
+    """
+    params = {k: to_device(v) for k, v in params.items()}
+
     def model(x_t, t):
         time = time_inputs(problem.schedule, config.time_input, np.broadcast_to(t, (len(x_t),)))
-        out = nn.apply(params, np.asarray(x_t, dtype=problem.dtype), time.astype(problem.dtype))
-        return np.asarray(out, dtype=np.float64)
+        out = nn.apply(params, to_device(np.asarray(x_t, dtype=problem.dtype)), to_device(time.astype(problem.dtype)))
+        return np.asarray(to_numpy(out), dtype=np.float64)
     return model
 
 
@@ -174,23 +207,62 @@ def train_step(state, problem, config, x_train, loss_median=None):
     config.explosion_factor × `loss_median` (the running median of recent losses that the loop keeps,
     `run.LossGuard`; None: not known yet), raises DivergenceError and changes nothing but `state.rng`, which has
     drawn this step's batch (so that a skipped step is followed by a fresh batch).
+
+    The loss and the gradient norm come back to the host as Python floats, the step's one synchronisation on a GPU
+    (backend's docstring); t and the per-example losses stay where they were computed.
     """
-    rng = state.rng
-    x0 = x_train[rng.integers(0, len(x_train), config.batch_size)]  # (B, D)
-    t, importance_weight = state.timesteps.sample(rng, config.batch_size)
-    eps = rng.standard_normal(x0.shape, dtype=problem.dtype)  # (B, D)
+    x0, eps, t, importance_weight = draw_batch(state, problem, config, x_train)
     loss, grads, per_example = loss_and_grad(state.params, problem, x0, eps, t, importance_weight)
-    grads, grad_norm = optim.clip_by_global_norm(grads, config.grad_clip)
+    loss, grad_norm = float(loss), math.sqrt(float(optim.squared_norm(grads)))  # read back: the guard needs them
     lr = optim.lr_at(state.step, config.lr, config.warmup_steps, config.steps, config.min_lr_ratio)
-    problem_found = _divergence(float(loss), float(grad_norm), loss_median, config.explosion_factor)
+    problem_found = _divergence(loss, grad_norm, loss_median, config.explosion_factor)
     if problem_found:
-        raise DivergenceError(f"step {state.step + 1}: {problem_found} with t in [{t.min()}, {t.max()}] "
+        raise DivergenceError(f"step {state.step + 1}: {problem_found} with t in [{int(t.min())}, {int(t.max())}] "
                               f"(target {config.target}, lr {lr:.3g})", state.step + 1)
-    params, adam = optim.adam_update(state.params, grads, state.adam, lr)
+    params, adam = optim.adam_update(state.params, grads, state.adam, lr,
+                                     grad_scale=optim.clip_scale(grad_norm, config.grad_clip))  # Pascanu et al. 2013
     ema = optim.ema_update(state.ema, params, optim.ema_decay_at(state.step, config.ema_decay))
+    # importance sampling keeps its loss history on the host: with it, and only then, a second read back a step
+    seen = (to_numpy(t), to_numpy(per_example)) if state.timesteps.kind == "importance" else (t, per_example)
     new = dataclasses.replace(state, step=state.step + 1, params=params, ema=ema, adam=adam,
-                              timesteps=state.timesteps.update(t, per_example))
-    return new, float(loss), float(grad_norm), t, per_example
+                              timesteps=state.timesteps.update(*seen))
+    return new, loss, grad_norm, t, per_example
+
+
+def draw_batch(state, problem, config, x_train):
+    """(x_0, ε, t, importance weights or None) of this step, on the device in use.
+
+    randomness 'numpy': the run's generator state.rng draws on the host (x_train a host array) — the CPU's numbers.
+    'counter': counter.py's streams of (seed, step) draw where x_train lives, with nothing to carry in the state.
+    """
+    B = config.batch_size
+    if config.randomness == "counter":
+        x0 = x_train[counter.integers(counter.stream_key(config.seed, state.step, "data"), B, len(x_train))]
+        t, importance_weight = counter_timesteps(state.timesteps, counter.stream_key(config.seed, state.step, "t"), B)
+        eps = counter.normal(counter.stream_key(config.seed, state.step, "noise"), x0.shape, problem.dtype)
+        return to_device(x0), eps, t, importance_weight
+    rng, x_train = state.rng, to_numpy(x_train)
+    x0 = x_train[rng.integers(0, len(x_train), B)]  # (B, D)
+    t, importance_weight = state.timesteps.sample(rng, B)
+    eps = rng.standard_normal(x0.shape, dtype=problem.dtype)  # (B, D)
+    return to_device(x0), to_device(eps), to_device(t), importance_weight
+
+
+def counter_timesteps(sampler, key, batch_size):
+    """`TimestepSampler.sample` with counter.py's uniforms for the generator's: (t, importance weights or None).
+
+    The same three rules (timesteps.py): uniform ⌊u T⌋; stratified u_i = (u + i/B) mod 1 from one u; importance by
+    inverting the cumulative p(t) at each u (its history is on the host; p and the weights go to the device).
+    """
+    xp, T = get_xp(), sampler.T
+    if sampler.kind == "stratified":
+        u = (counter.scalar_uniform(key) + xp.arange(batch_size) / batch_size) % 1.0
+        return xp.minimum((u * T).astype(np.int64), T - 1), None
+    if sampler.kind == "importance" and sampler.warm:
+        p = sampler.probabilities()
+        t = xp.minimum(xp.searchsorted(to_device(np.cumsum(p)), counter.uniform(key, batch_size), side="right"), T - 1)
+        return t, (1.0 / (T * to_device(p)[t])).astype(np.float32)
+    return counter.integers(key, batch_size, T), None
 
 
 def _divergence(loss, grad_norm, loss_median, factor):
@@ -241,7 +313,8 @@ def _range_checks(config):
     positive = ["n_train", "T", "steps", "batch_size", "hidden", "depth", "time_dim", "log_every", "checkpoint_every",
                 "max_skips"]
     names = [("dtype", DTYPES), ("time_input", TIME_INPUTS), ("t_sampling", T_SAMPLINGS),
-             ("on_divergence", ON_DIVERGENCE)] + ([] if config.data_file else [("dataset", data.DATASETS)])
+             ("on_divergence", ON_DIVERGENCE), ("randomness", RANDOMNESS)] + (
+        [] if config.data_file else [("dataset", data.DATASETS)])
     return [(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}") for name in positive] + [
         (getattr(config, name) in allowed, f"unknown {name.replace('_', '-')} {getattr(config, name)!r}; choose one "
                                            f"of: {', '.join(allowed)}") for name, allowed in names] + [
@@ -281,7 +354,7 @@ def _check_combinations(config):
     if target in ("eps", "score") and schedule.alpha_bar[-1] == 0:
         raise ConfigError(f"the {target} target cannot be used with zero terminal SNR: at the last step x_t is "
                           f"pure noise and x_0 cannot be recovered from ε (Lin et al. 2023); use --target v or x0")
-    weight = make_problem(config, schedule).weight
+    weight = to_numpy(make_problem(config, schedule).weight)
     if not np.all(np.isfinite(weight)):
         bad = np.flatnonzero(~np.isfinite(weight))
         raise ConfigError(f"the {config.weighting} weighting of the {target} target is infinite at t = {bad[0]} "

@@ -18,11 +18,13 @@ then `backend.silu` (bit for bit the same numbers as the fused primitives; the r
 tap is not for threads that call the network at the same time). A network with a weight that is not
 one params entry (Fourier features: `in.W` and `in.W_fourier` are joined first) is refused by the tap, and
 `per_example_grads` then takes the plain loop of `per_example_grads_loop`, the reference the tests compare with.
+
+On a GPU (backend.use_device) the forward and backward passes run on the device and the factors x and z̄ come back
+to the host, where the rest of the measurement is done.
 """
 import contextlib
 
 import numpy as np
-from autograd import grad
 from autograd.tracer import getval
 
 from .. import backend, nn
@@ -50,7 +52,7 @@ def _tapped(params, probes, inputs):
         if prefix is None:
             raise UntappableNetwork("a layer's weight is not a single params entry (Fourier features?)")
         inputs[prefix] = getval(x)                                                  # (B, n)
-        return backend.linear(x, W, b) + probes[prefix]                            # (B, m)
+        return probes[prefix] + backend.linear(x, W, b)    # (B, m); the traced probe first (CuPy's + refuses a box)
 
     layers = {"linear": affine,
               "linear_silu": lambda x, W, b: backend.silu(affine(x, W, b)),
@@ -72,16 +74,17 @@ def layer_factors(params, problem, x0, eps, t):
     """
     if set(layer_prefixes(params)) != {key.rsplit(".", 1)[0] for key in params}:
         raise UntappableNetwork("some params are not the weight or bias of an affine layer")
-    batch = len(x0)
-    probes = {p: np.zeros((batch, params[p + ".W"].shape[1]), params[p + ".W"].dtype) for p in layer_prefixes(params)}
-    inputs = {}
+    xp, batch, params = backend.get_xp(), len(x0), backend.tree_to_device(params)
+    probes = {p: xp.zeros((batch, params[p + ".W"].shape[1]), params[p + ".W"].dtype) for p in layer_prefixes(params)}
+    inputs, names = {}, list(probes)
 
-    def total_loss(probes):
-        with _tapped(params, probes, inputs):
-            return per_example_loss(params, problem, x0, eps, t).sum()
+    def losses(*arrays):                                                            # (B,) the L_i
+        with _tapped(params, dict(zip(names, arrays)), inputs):
+            return per_example_loss(params, problem, x0, eps, t)
 
-    output_grads = grad(total_loss)(probes)
-    return inputs, output_grads
+    value, vjp = backend.value_and_vjp(losses, *probes.values())
+    output_grads = dict(zip(names, vjp(xp.ones_like(value))))                      # ∂ Σ_i L_i / ∂z per layer
+    return backend.tree_to_numpy(inputs), backend.tree_to_numpy(output_grads)
 
 
 def grads_from_factors(inputs, output_grads):
@@ -95,9 +98,15 @@ def grads_from_factors(inputs, output_grads):
 
 def per_example_grads_loop(params, problem, x0, eps, t):
     """The reference: ∇_θ L_i by one autograd pass per example, {name: (B, *shape)}."""
-    one = grad(lambda p, i: per_example_loss(p, problem, x0[i:i + 1], eps[i:i + 1], t[i:i + 1]).sum())
-    rows = [one(params, i) for i in range(len(x0))]
-    return {name: np.stack([row[name] for row in rows]) for name in params}
+    xp, names, params = backend.get_xp(), list(params), backend.tree_to_device(params)
+
+    def one(i):
+        loss, vjp = backend.value_and_vjp(lambda *arrays: per_example_loss(
+            dict(zip(names, arrays)), problem, x0[i:i + 1], eps[i:i + 1], t[i:i + 1]), *params.values())
+        return [backend.to_numpy(g) for g in vjp(xp.ones_like(loss))]
+
+    rows = [one(i) for i in range(len(x0))]
+    return {name: np.stack([row[k] for row in rows]) for k, name in enumerate(names)}
 
 
 def per_example_grads(params, problem, x0, eps, t):

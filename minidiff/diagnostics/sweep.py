@@ -29,7 +29,7 @@ import warnings
 import click
 import numpy as np
 
-from .. import data, metrics, run
+from .. import backend, data, metrics, run
 from ..elbo import elbo
 from ..sample import sample
 from ..train import ConfigError, DivergenceError, TrainConfig, make_problem, model_fn, validate
@@ -166,9 +166,11 @@ def _train(config, run_dir, sweep, checks):
 
 
 def _spawn_pool(workers):
-    """A pool of `spawn`ed workers that start with one BLAS thread each (the variables are read at import)."""
-    saved = {name: os.environ.get(name) for name in BLAS_THREAD_VARIABLES}
-    os.environ.update({name: "1" for name in BLAS_THREAD_VARIABLES})
+    """A pool of `spawn`ed workers that start with one BLAS thread each (the variables are read at import), on the
+    device of this process (backend.DEVICE_VARIABLE, read by each worker's first backend.get_xp())."""
+    variables = {**{name: "1" for name in BLAS_THREAD_VARIABLES}, backend.DEVICE_VARIABLE: backend.device()}
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
     try:
         return multiprocessing.get_context("spawn").Pool(workers)
     finally:
