@@ -799,5 +799,44 @@ def _prepare_sweep_out(out, force):
         shutil.rmtree(os.path.join(out, "runs"), ignore_errors=True)
 
 
+# --- the study: every figure and docs/study.md (minidiff.study) ------------------------------------------------
+
+@main.command("figures")
+@click.option("--quick", is_flag=True, help="small budgets: the whole set in a few minutes (to check, not to read)")
+@click.option("--only", "names", multiple=True, metavar="NAME", help="only these figures (repeat); default: all")
+@click.option("--out", type=click.Path(file_okay=False), default="figures", show_default=True, help="output folder")
+@click.option("--svg", is_flag=True, help="also write SVG files")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True,
+              help="processes for the stability sweep")
+@click.option("--study", type=click.Path(dir_okay=False), default=None,
+              help="also write the study (markdown) from the data [default: docs/study.md for a full set]")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def figures_command(quick, names, out, svg, seed, workers, study, quiet):
+    """Regenerate every figure of the project (and the study's numbers) from scratch."""
+    from minidiff import study as study_module
+    from minidiff.study import report
+    unknown = [n for n in names if n not in study_module.FIGURE_NAMES]
+    if unknown:
+        raise click.BadParameter(f"unknown figure {unknown[0]!r}; choose from: {', '.join(study_module.FIGURE_NAMES)}",
+                                 param_hint="--only")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise click.BadParameter(f"{out!r} is a file", param_hint="--out")
+    if study is not None:
+        _check_output_file(study, (".md",))
+    elif not quick and not names and out == "figures":
+        study = os.path.join("docs", "study.md")
+    chosen = list(names) or list(study_module.FIGURE_NAMES)
+    written = study_module.regenerate(chosen, out, quick=quick, seed=seed, svg=svg, workers=workers,
+                                      progress=not quiet)
+    click.echo(f"wrote {len(written)} files into {out}")
+    if study is not None:
+        missing = [n for n in report.NEEDED if not os.path.exists(study_module.data_path(out, n))]
+        if missing:
+            raise click.ClickException(f"the study needs the data of {', '.join(missing)}; run without --only")
+        report.write(out, study)
+        click.echo(f"wrote {study}")
+
+
 if __name__ == "__main__":
     main()
