@@ -20,7 +20,8 @@ import numbers
 import numpy as np
 
 from . import counter, nn, optim
-from .backend import fused, get_xp, to_device, to_numpy, value_and_vjp, weighted_squared_error
+from .backend import fused, get_xp, to_device, to_numpy
+from .primitives import value_and_vjp, weighted_squared_error
 from .schedules import make_schedule
 from .targets import canonical_target, loss_weight, make_target, parse_weighting
 from .timesteps import TimestepSampler
@@ -152,7 +153,7 @@ def loss_and_grad(params, problem, x0, eps, t, importance_weight=None):
 
     The loss is L = (1/B) Σ_i u_i ℓ_i, with ℓ_i the per-example losses and u_i the importance weights (1 without), so
     ∂L/∂ℓ_i = u_i / B: the backward pass starts from that vector at ℓ, and the mean is one dot product outside the
-    trace. The params are differentiated as separate arrays, not as a dict (`backend.value_and_vjp`).
+    trace. The params are differentiated as separate arrays, not as a dict (`primitives.value_and_vjp`).
     """
     names = list(params)
     losses, vjp = value_and_vjp(lambda *arrays: per_example_loss(dict(zip(names, arrays)), problem, x0, eps, t),

@@ -1,11 +1,11 @@
-"""The backend's primitives against central finite differences and against the same expressions in autograd.numpy."""
+"""The primitives against central finite differences and against the same expressions in autograd.numpy."""
 import autograd
 import autograd.numpy as anp
 import numpy as np
 import pytest
 
 from minidiff import backend
-from minidiff.backend import (concat, linear, linear_silu, mean_square_error, residual_linear_silu, silu, sinusoids,
+from minidiff.primitives import (concat, linear, linear_silu, mean_square_error, residual_linear_silu, silu, sinusoids,
                               value_and_vjp, weighted_squared_error)
 
 FD_STEP = 1e-6       # central differences in fp64: truncation O(h²) ~ 1e-12, rounding O(1e-16 / h) ~ 1e-10

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 
 import cli
 import fake_cupy
-from minidiff import backend, counter, data, optim, run
-from minidiff.backend import to_device, to_numpy, value_and_vjp
+from minidiff import backend, counter, data, optim, primitives, run
+from minidiff.backend import to_device, to_numpy
+from minidiff.primitives import value_and_vjp
 from minidiff.diagnostics import gradvar, landscape
 from minidiff.elbo import elbo
 from minidiff.likelihood import flow_nll, network_model
@@ -83,7 +84,7 @@ def assert_close(device_value, cpu_value, tol):
 # --- the primitives, the loss and the kernels against NumPy -------------------------------------------------------
 
 def _value_and_grads(f, inputs, argnums, cotangent):
-    """f(*inputs) and the VJP with `cotangent` for the inputs in argnums, by backend.value_and_vjp."""
+    """f(*inputs) and the VJP with `cotangent` for the inputs in argnums, by primitives.value_and_vjp."""
     def of_wanted(*wanted):
         full = list(inputs)
         for i, a in zip(argnums, wanted):
@@ -399,10 +400,10 @@ def test_the_fake_device_refuses_what_cupy_refuses():
 def test_transfers_are_differentiable(gpu, rng):
     """x on the host → the device → back: the gradient makes the trip in reverse (likelihood.network_model)."""
     x = rng.standard_normal(5)
-    f = lambda x: backend.transfer_to_host(backend.silu(backend.transfer_to_device(x)))  # noqa: E731
+    f = lambda x: backend.transfer_to_host(primitives.silu(backend.transfer_to_device(x)))  # noqa: E731
     vjp, out = autograd.make_vjp(f)(x)
     with on_cpu():
-        ref_vjp, ref_out = autograd.make_vjp(backend.silu)(x)
+        ref_vjp, ref_out = autograd.make_vjp(primitives.silu)(x)
         ref_grad = ref_vjp(np.ones(5))
     assert type(out) is np.ndarray and type(vjp(np.ones(5))) is np.ndarray
     np.testing.assert_allclose(out, ref_out, rtol=OP_TOL)
