@@ -22,8 +22,8 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 echo "=== fused kernels against plain CuPy, float32 and float64"
 timeout 60 python3 - <<'EOF' 2>&1 | tee "$OUT/kernels.txt"
 import numpy as np
-from minidiff import backend, counter, optim
-from minidiff.backend import linear_silu, residual_linear_silu, sinusoids, value_and_vjp, weighted_squared_error
+from minidiff import backend, counter, optim, primitives
+from minidiff.primitives import linear_silu, residual_linear_silu, sinusoids, value_and_vjp, weighted_squared_error
 from minidiff.train import TrainConfig, make_problem, noisy_and_target
 
 def run_all(rng_seed, dtype):
@@ -48,7 +48,7 @@ def run_all(rng_seed, dtype):
     out["ema"] = [optim.ema_update(p, new, 0.9)["W"]]
     key = counter.stream_key(1, 2, "noise")
     out["counter"] = [counter.uniform(key, 100), counter.integers(key, 100, 7), counter.normal(key, (50, 2), dtype)]
-    out["sum_rows"] = [backend._sum_rows(h)]
+    out["sum_rows"] = [primitives._sum_rows(h)]
     return {k: [backend.to_numpy(a) for a in v] for k, v in out.items()}
 
 import os
