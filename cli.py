@@ -64,6 +64,14 @@ def _check_output_file(path, extensions):
                                  param_hint="output file")
 
 
+def _echo_lines(lines, written=()):
+    """Print a table's lines, then the files written (if any)."""
+    for line in lines:
+        click.echo(line)
+    if written:
+        click.echo(f"wrote {', '.join(written)}")
+
+
 def _use_device(ctx, param, value):
     """--device: make the backend use it while the options are read; a usage error if it cannot be used."""
     try:
@@ -133,7 +141,6 @@ def train(out, resume, force, quiet, **options):
     Exit status: 0 when training finished; 1 when it diverged (the message names the last good checkpoint); 2 for a
     bad option, file or run folder, with nothing written; 130 when stopped by Ctrl-C, after saving a checkpoint.
     """
-    from minidiff import run
     options["randomness"] = options["randomness"] or ("counter" if backend.device() == "gpu" else "numpy")
     config = TrainConfig(**options)
     out = out or os.path.join("runs", f"{_data_name(config)}-{config.target}-{config.schedule}-s{config.seed}")
@@ -143,14 +150,25 @@ def train(out, resume, force, quiet, **options):
     _check_config(config)
     if not resume:
         _prepare_out(out, force)
+    _echo_schedule_warnings(config)
+    click.echo(f"training {config.target} on {name} ({config.schedule}, T={config.T}, {config.weighting}) "
+               f"for {config.steps} steps into {out}")
+    _run_training(config, out, resume, quiet)
+
+
+def _echo_schedule_warnings(config):
+    """What the run's schedule warns about (a prior term that is not negligible), said once before training."""
+    from minidiff.train import make_problem
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", schedules_module.PriorTermWarning)
-        from minidiff.train import make_problem
         make_problem(config)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
-    click.echo(f"training {config.target} on {name} ({config.schedule}, T={config.T}, {config.weighting}) "
-               f"for {config.steps} steps into {out}")
+
+
+def _run_training(config, out, resume, quiet):
+    """run.train: a divergence is a one-line error (exit 1); Ctrl-C exits with 130, the checkpoint saved."""
+    from minidiff import run
     try:
         run.train(config, out, resume=resume, progress=not quiet)
     except run.DivergenceError as err:
@@ -212,15 +230,7 @@ def _resumable(out, config):
     """The stored config of the run in `out`, with the options that --resume may change taken from the command line;
     a usage error for a folder without a run, a damaged run, other options, or a run that has finished."""
     from minidiff import run
-    if not os.path.isfile(os.path.join(out, checkpoint.CONFIG_FILE)):
-        raise click.UsageError(f"cannot resume {out!r}: it has no {checkpoint.CONFIG_FILE}, so no run to continue; "
-                               f"start the run without --resume")
-    try:
-        stored, network, _ = run.load_config(out)
-        has_checkpoint = os.path.exists(os.path.join(out, checkpoint.CHECKPOINT_FILE))  # not before step 0 was saved
-        step = run.load_checkpoint(out, stored, network)[0].step if has_checkpoint else 0
-    except checkpoint.CheckpointError as err:
-        raise click.UsageError(f"cannot resume {out!r}: {err}") from None
+    stored, step = _stored_run(out)
     ctx = click.get_current_context()
     given = {k: v for k, v in dataclasses.asdict(config).items()
              if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
@@ -235,6 +245,21 @@ def _resumable(out, config):
         raise click.UsageError(f"the run in {out!r} has finished ({step} steps); give a larger --steps to train on, "
                                f"or start again with --force instead of --resume")
     return config
+
+
+def _stored_run(out):
+    """(stored config, step of its checkpoint: 0 before the first was saved) of the run in `out`; a usage error for a
+    folder without a run or a damaged one."""
+    from minidiff import run
+    if not os.path.isfile(os.path.join(out, checkpoint.CONFIG_FILE)):
+        raise click.UsageError(f"cannot resume {out!r}: it has no {checkpoint.CONFIG_FILE}, so no run to continue; "
+                               f"start the run without --resume")
+    try:
+        stored, network, _ = run.load_config(out)
+        has_checkpoint = os.path.exists(os.path.join(out, checkpoint.CHECKPOINT_FILE))  # not before step 0 was saved
+        return stored, run.load_checkpoint(out, stored, network)[0].step if has_checkpoint else 0
+    except checkpoint.CheckpointError as err:
+        raise click.UsageError(f"cannot resume {out!r}: {err}") from None
 
 
 @main.command()
@@ -273,11 +298,16 @@ def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, se
         raise click.UsageError(str(err)) from None
     if stats is not None:
         x = data.unstandardize(x, stats)
+    _keep_samples(x, out, plot, held, title=f"{sampler}, {steps or config.T} steps")
+
+
+def _keep_samples(x, out, plot, held, title):
+    """Save the samples (.npy) and their plot against the held-out points, or without either print their moments."""
     if out:
         checkpoint.atomic_write(out, lambda f: np.save(f, x))
-        click.echo(f"wrote {n} samples to {out}")
+        click.echo(f"wrote {len(x)} samples to {out}")
     if plot:
-        figures.save(figures.samples_figure(x, held, title=f"{sampler}, {steps or config.T} steps"), plot)
+        figures.save(figures.samples_figure(x, held, title=title), plot)
         click.echo(f"wrote {plot}")
     if not out and not plot:
         click.echo(f"mean {np.round(x.mean(0), 4).tolist()}, std {np.round(x.std(0), 4).tolist()} "
@@ -320,10 +350,6 @@ def datasets(plot):
         click.echo(f"wrote {plot}")
 
 
-ELBO_ORACLE_DEFAULTS = {"dataset": "gmm2d", "schedule": "cosine", "T": 1000, "target": "v"}  # `elbo --oracle` alone
-ODE_BAR = 1000  # the probability-flow progress bar counts thousandths of the ODE's time interval
-
-
 @main.command()
 @click.argument("run_dir", metavar="[RUN]", required=False, type=click.Path(exists=True, file_okay=False))
 @click.option("--oracle", "use_oracle", is_flag=True,
@@ -355,141 +381,42 @@ def elbo(run_dir, use_oracle, dataset, schedule, T, zero_terminal_snr, target, w
     held-out points for a data file); `minidiff elbo --oracle --dataset gmm2d --schedule cosine --T 1000`
     evaluates the analytic optimal denoiser alone. Nats per example and bits per dimension.
     """
+    from minidiff import evaluate
     if plot is not None:
         _check_output_file(plot, (".png", ".svg"))
         if t_sampling != "exact":
             raise click.BadParameter("the plot of L_t needs every term: use --t-sampling exact", param_hint="--plot")
-    models, schedule, x0, name = _elbo_setup(run_dir, use_oracle, dataset, schedule, T, zero_terminal_snr,
-                                                    target, weights, n, seed)
-    exact = None
-    if name in data.DATASETS and data.DATASETS[name].mixture is not None:
-        exact = -data.get_mixture(name).log_prob(x0)  # (n,) the exact NLL of each point
-    click.echo(f"{n} points of {name}; {schedule.describe()}; σ_t² = {variance}, t: {t_sampling}")
+    oracle = dict(dataset=dataset, schedule=schedule, T=T, zero_terminal_snr=zero_terminal_snr, target=target)
+    setup = _elbo_setup(run_dir, use_oracle, oracle, weights, n, seed)
+    click.echo(f"{n} points of {setup.name}; {setup.schedule.describe()}; σ_t² = {variance}, t: {t_sampling}")
     try:
-        bounds, flows = _elbo_evaluate(models, schedule, x0, seed, variance, t_sampling, ode, rtol, atol)
+        bounds, flows = evaluate.likelihoods(setup, seed=seed, variance=variance, t_sampling=t_sampling, ode=ode,
+                                             rtol=rtol, atol=atol)
     except RuntimeError as err:  # the ODE solver gave up (too many steps)
         raise click.ClickException(str(err)) from None
-    _echo_elbo_table(bounds, flows, exact)
+    _echo_lines(evaluate.table(bounds, flows, evaluate.exact_nll(setup.name, setup.x0)))
     if plot is not None:
-        figures.save(figures.elbo_terms_figure(bounds, title=f"{name}, {schedule.name}, T = {schedule.T}"), plot)
+        title = f"{setup.name}, {setup.schedule.name}, T = {setup.schedule.T}"
+        figures.save(figures.elbo_terms_figure(bounds, title=title), plot)
         click.echo(f"wrote {plot}")
 
 
-def _elbo_evaluate(models, schedule, x0, seed, variance, t_sampling, ode, rtol, atol):
-    """({label: elbo.Bound}, {label: likelihood.FlowNLL}), with a progress bar over the terms and the ODE solve."""
-    from minidiff import likelihood
-    from minidiff.elbo import elbo as bound_of
-    bounds, flows = {}, {}
-    for label, (model, model_target, model_stats, ode_model) in models.items():
-        calls = {"exact": schedule.T, "importance": schedule.T + 1, "uniform": 1}[t_sampling]  # see elbo()
-        with click.progressbar(length=calls, label=f"bound ({label})",
-                               file=click.get_text_stream("stderr")) as bar:
-            bounds[label] = bound_of(model, schedule, x0, target=model_target, rng=np.random.default_rng(seed),
-                                     variance=variance, t_sampling=t_sampling, stats=model_stats,
-                                     progress=bar.update)
-        if ode:
-            with click.progressbar(length=ODE_BAR, label=f"PF-ODE ({label})",
-                                   file=click.get_text_stream("stderr")) as bar:
-                flows[label] = likelihood.flow_nll(ode_model, schedule, x0, target=model_target, rtol=rtol, atol=atol,
-                                                   stats=model_stats, progress=_fraction_bar(bar))
-    return bounds, flows
-
-
-def _fraction_bar(bar):
-    """progress(fraction) for the ODE solver, moving `bar` (of length ODE_BAR) without rounding drift."""
-    done = [0.0]
-
-    def progress(fraction):
-        before = round(ODE_BAR * done[0])
-        done[0] += fraction
-        bar.update(round(ODE_BAR * done[0]) - before)
-    return progress
-
-
-def _elbo_setup(run_dir, use_oracle, dataset, schedule_name, T, zero_terminal_snr, target, weights, n, seed):
-    """({label: (model, target, stats, differentiable model)}, schedule, x0, dataset name), or a UsageError."""
-    from minidiff import likelihood, mixture, run
-    from minidiff.schedules import ScheduleError, make_schedule
-    from minidiff.targets import canonical_target
-    from minidiff.train import make_problem, model_fn
-    data_rng = np.random.SeedSequence(seed).spawn(1)[0]
-    models = {}
-    if run_dir is None:
-        if not use_oracle:
-            raise click.UsageError("give a RUN folder, or --oracle (with --dataset, --schedule, --T) for the exact "
-                                   "optimal denoiser of a mixture")
-        name = dataset or ELBO_ORACLE_DEFAULTS["dataset"]
-        target = target or ELBO_ORACLE_DEFAULTS["target"]
-        try:
-            mix = data.get_mixture(name)
-            target = canonical_target(target)
-            schedule = make_schedule(schedule_name or ELBO_ORACLE_DEFAULTS["schedule"], T or ELBO_ORACLE_DEFAULTS["T"],
-                                     zero_terminal_snr=zero_terminal_snr, warn=False)
-            likelihood.check_terminal_snr(schedule, target)
-        except (ValueError, ScheduleError) as err:
-            raise click.UsageError(str(err)) from None
-        x0 = mix.sample(n, np.random.default_rng(data_rng))
-        oracle = mixture.oracle(mix, schedule, target)
-        return {"oracle": (oracle, target, None, oracle)}, schedule, x0, name
-    given = [flag for flag, value in (("--dataset", dataset), ("--schedule", schedule_name), ("--T", T),
-                                      ("--zero-terminal-snr", zero_terminal_snr), ("--target", target)) if value]
-    if given:
+def _elbo_setup(run_dir, use_oracle, oracle, weights, n, seed):
+    """evaluate.Setup of the run (and the oracle beside it), or of the oracle alone (`oracle`: its options); a usage
+    error for options that do not go together, or a run, dataset, schedule or target that cannot be evaluated."""
+    from minidiff import evaluate
+    if run_dir is None and not use_oracle:
+        raise click.UsageError("give a RUN folder, or --oracle (with --dataset, --schedule, --T) for the exact "
+                               "optimal denoiser of a mixture")
+    given = [f"--{key.replace('_', '-')}" for key, value in oracle.items() if value]
+    if run_dir is not None and given:
         raise click.UsageError(f"{', '.join(given)} come from the run; give them only without RUN (with --oracle)")
     try:
-        config, _, stats, state = run.load_run(run_dir)
-    except (checkpoint.CheckpointError, KeyError, TypeError, ValueError, OSError) as err:
-        raise click.UsageError(f"cannot load run {run_dir!r}: {err}") from None
-    problem = make_problem(config)
-    schedule = problem.schedule
-    name = os.path.basename(config.data_file) if config.data_file else config.dataset
-    if config.data_file:
-        if use_oracle:
-            raise click.UsageError(f"--oracle needs a mixture dataset; run {run_dir!r} was trained on a data file")
-        x0 = run.load_training_data(config, run.generators(config.seed)[0])[1][:n]
-    else:
-        x0 = data.sample_dataset(config.dataset, n, np.random.default_rng(data_rng))
-    params = state.ema if weights == "ema" else state.params
-    models["network"] = (model_fn(params, problem, config), config.target, stats,
-                         likelihood.network_model(params, problem, config))
-    if use_oracle:
-        try:
-            mix = data.get_mixture(config.dataset)
-        except ValueError as err:
-            raise click.UsageError(f"--oracle: {err}") from None
-        oracle = mixture.oracle(mix, schedule, config.target)
-        models["oracle"] = (oracle, config.target, None, oracle)
-    return models, schedule, x0, name
-
-
-def _echo_elbo_table(bounds, flows, exact):
-    """Each model a column: the terms of the bound, the bound, the PF-ODE NLL, and the gaps to the exact NLL."""
-    labels, dim = list(bounds), bounds[next(iter(bounds))].dim
-    _row("nats per example", labels)
-    _row("L_T   prior KL(q(x_T|x_0) || N(0,I))", [f"{bounds[k].prior:.4f}" for k in labels])
-    _row("Σ L_t denoising KLs, t = 1 … T−1", [f"{bounds[k].denoising:.4f}" for k in labels])
-    _row("L_0   decoder −log p(x_0|x_1)", [f"{bounds[k].decoder:.4f}" for k in labels])
-    if any(b.log_scale for b in bounds.values()):
-        _row("Σ log std (standardised data)", [f"{bounds[k].log_scale:.4f}" for k in labels])
-    _row("bound on −log p(x_0)", [_mean_se(bounds[k].per_example) for k in labels])
-    _row("  in bits/dim", [f"{bounds[k].bits_per_dim:.4f}" for k in labels])
-    if flows:
-        _row("PF-ODE −log p(x_0)", [_mean_se(flows[k].per_example) for k in labels])
-        _row("  in bits/dim", [f"{flows[k].bits_per_dim:.4f}" for k in labels])
-    if exact is not None:
-        _row("exact −log p_data(x_0)", [_mean_se(exact)] * len(labels))
-        _row("  in bits/dim", [f"{exact.mean() / (dim * np.log(2)):.4f}"] * len(labels))
-        _row("gap: bound − exact", [_mean_se(bounds[k].per_example - exact) for k in labels])
-        if flows:
-            _row("gap: PF-ODE − exact", [_mean_se(flows[k].per_example - exact) for k in labels])
-
-
-def _row(title, values):
-    click.echo(f"{title:<38}" + "".join(f"{v:>22}" for v in values))
-
-
-def _mean_se(values):
-    """mean ± standard error over the points (for a gap: paired on the same points, so the data's spread cancels)."""
-    return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
+        if run_dir is None:
+            return evaluate.oracle_setup(**oracle, n=n, seed=seed)
+        return evaluate.run_setup(run_dir, weights=weights, n=n, seed=seed, with_oracle=use_oracle)
+    except evaluate.EvaluationError as err:
+        raise click.UsageError(str(err)) from None
 
 
 # --- diagnostics: gradient noise, loss landscapes, stability sweeps (minidiff.diagnostics) -----------------------
@@ -531,16 +458,11 @@ def _positive(value):
 
 
 def _data_and_plot(out, plot):
-    """(json, csv, plot) paths: OUT must be .json, the CSV goes beside it, the plot defaults to OUT with .png."""
+    """The plot's path, after checking both: OUT must be .json, the plot defaults to OUT with .png."""
     _check_output_file(out, (".json",))
     plot = plot or os.path.splitext(out)[0] + ".png"
     _check_output_file(plot, (".png", ".svg"))
-    return out, os.path.splitext(out)[0] + ".csv", plot
-
-
-def _beside(plot, suffix):
-    stem, ext = os.path.splitext(plot)
-    return f"{stem}_{suffix}{ext}"
+    return plot
 
 
 def _loadable_runs(runs):
@@ -587,69 +509,36 @@ def gradvar(runs, dataset, schedules, targets, weightings, T, n, buckets, by, hi
     Without RUN: at initialisation, for every schedule × target × weighting, with the scale of each target
     against t. With RUN folders: at each run's checkpoint and along its parameter snapshots.
     """
-    from minidiff.diagnostics import studies
-    out, csv_path, plot = _data_and_plot(out, plot)
+    from minidiff.diagnostics import reports, studies
+    plot = _data_and_plot(out, plot)
     _loadable_runs(runs)
     if not runs:
         _measurable(dataset, schedules, targets, weightings, T)
         if buckets > T:
             raise click.BadParameter(f"at most T = {T} buckets", param_hint="--buckets")
-    source = click.get_current_context().get_parameter_source("weightings")
+    measure = dict(n=n, n_buckets=buckets, by=by, seed=seed, progress=not quiet)
     if runs:
-        chosen = weightings if source == click.core.ParameterSource.COMMANDLINE else (None,)
-        records = studies.gradvar_of_runs(runs, chosen, n=n, n_buckets=buckets, by=by, seed=seed, weights=weights,
-                                          along=along, progress=not quiet)
-        extra = {}
+        given = click.get_current_context().get_parameter_source("weightings") == click.core.ParameterSource.COMMANDLINE
+        records = studies.gradvar_of_runs(runs, weightings if given else (None,), weights=weights, along=along,
+                                          **measure)
+        scales = None
     else:
-        records = studies.gradvar_at_init(dataset, schedules, targets, weightings, T=T, n=n, n_buckets=buckets,
-                                          by=by, seed=seed, network=dict(hidden=hidden, depth=depth),
-                                          progress=not quiet)
-        extra = {"targets": studies.target_study(dataset, schedules, targets, weightings, T=T, seed=seed)}
-    _write_gradvar(records, extra, out, csv_path, plot, dict(runs=runs, n=n, buckets=buckets, by=by, seed=seed))
+        records = studies.gradvar_at_init(dataset, schedules, targets, weightings, T=T,
+                                          network=dict(hidden=hidden, depth=depth), **measure)
+        scales = studies.target_study(dataset, schedules, targets, weightings, T=T, seed=seed)
+    written = reports.write_gradvar(records, out, plot, dict(runs=runs, n=n, buckets=buckets, by=by, seed=seed),
+                                    targets=scales)
+    _echo_lines(reports.gradvar_table(records), written)
 
 
 def _measurable(dataset, schedules, targets, weightings, T):
     """A usage error when no schedule × target × weighting can be trained (each that cannot is skipped later)."""
-    from minidiff.train import ConfigError, TrainConfig, validate
-    reasons = []
-    for config in (TrainConfig(dataset=dataset, schedule=s, T=T, target=x, weighting=w)
-                   for s in schedules for x in targets for w in weightings):
-        try:
-            return validate(config)
-        except ConfigError as err:
-            reasons.append(str(err))
-    raise click.UsageError(f"no combination can be measured: {reasons[0]}")
-
-
-def _write_gradvar(records, extra, out, csv_path, plot, settings):
     from minidiff.diagnostics import studies
-    studies.save_json(out, dict(settings=settings, records=records, **extra))
-    studies.save_csv(csv_path, studies.gradvar_rows(records), studies.GRADVAR_COLUMNS)
-    measured = [r for r in records if "all" in r]
-    last = [r for r in measured if r["weights"] != "raw" or len({m["weights"] for m in measured}) == 1]
-    figures.save(figures.gradvar_figure(last or measured), plot)
-    written = [out, csv_path, plot]
-    if len(measured) > 1:
-        written.append(_beside(plot, "cosine"))
-        first = [r for r in last or measured if r["schedule"] == measured[0]["schedule"]
-                 and r["weighting"] == measured[0]["weighting"]]
-        figures.save(figures.bucket_cosine_figure(first), written[-1])
-    if "targets" in extra:
-        written.append(_beside(plot, "targets"))
-        figures.save(figures.target_scale_figure(extra["targets"]["scales"], extra["targets"]["floors"]), written[-1])
-    if any(r["weights"] == "raw" for r in measured):
-        written.append(_beside(plot, "along"))
-        figures.save(figures.gradvar_along_figure(measured), written[-1])
-    click.echo(f"{'target':<7}{'schedule':<10}{'weighting':<11}{'step':>7} {'weights':<8}{'tr Σ':>11}{'|G|²':>11}"
-               f"{'B_simple':>10}")
-    for r in records:
-        if "skipped" in r:
-            click.echo(f"{r['target']:<7}{r['schedule']:<10}{r['weighting']:<11}  skipped: {r['skipped']}")
-            continue
-        a = r["all"]
-        click.echo(f"{r['target']:<7}{r['schedule']:<10}{r['weighting']:<11}{r['step']:>7} {r['weights']:<8}"
-                   f"{a['trace_cov']:>11.4g}{a['grad_sq']:>11.4g}{a['b_simple']:>10.4g}")
-    click.echo(f"wrote {', '.join(written)}")
+    from minidiff.train import ConfigError
+    try:
+        studies.check_measurable(dataset, schedules, targets, weightings, T=T)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
 
 
 @main.command()
@@ -678,52 +567,20 @@ def landscape(runs, span, points, grid, n, weights, interpolate, seed, out, plot
     The loss is each run's own training loss on one fixed batch. A run with parameter snapshots (the runs of
     `minidiff sweep`) also gets the PCA of its path, beside the random-walk baseline 6/(π²k²).
     """
-    from minidiff import run
-    from minidiff.diagnostics import studies
-    out, csv_path, plot = _data_and_plot(out, plot)
+    from minidiff.diagnostics import reports, studies
+    plot = _data_and_plot(out, plot)
     if points % 2 == 0:
         raise click.BadParameter(f"{points} is even; give an odd number so that α = 0 is on the slice",
                                  param_hint="--points")
     _loadable_runs(runs)
     pair = interpolate and len(runs) >= 2
-    if pair and ({k: v.shape for k, v in run.load_run(runs[0])[3].params.items()}
-                 != {k: v.shape for k, v in run.load_run(runs[1])[3].params.items()}):
+    if pair and not studies.same_network(runs[0], runs[1]):
         raise click.UsageError(f"runs {runs[0]!r} and {runs[1]!r} have different networks; use --no-interpolate")
-    results = []
-    with click.progressbar(runs, label="landscape", show_pos=True, width=24, hidden=quiet) as bar:
-        for run_dir in bar:
-            results.append(studies.landscape_of_run(run_dir, span=span, points=points, grid=grid, n=n, seed=seed,
-                                                    weights=weights))
+    results = studies.landscapes_of_runs(runs, span=span, points=points, grid=grid, n=n, seed=seed, weights=weights,
+                                         progress=not quiet)
     line = studies.interpolation_between(runs[0], runs[1], n=n, seed=seed, weights=weights) if pair else None
-    _write_landscape(results, line, out, csv_path, plot)
-
-
-LANDSCAPE_COLUMNS = ("run", "target", "schedule", "weighting", "loss", "curvature_d", "curvature_e",
-                     "relative_curvature_d", "relative_curvature_e", "cos_de", "pca_ratio_1", "pca_ratio_2")
-
-
-def _write_landscape(results, line, out, csv_path, plot):
-    from minidiff.diagnostics import studies
-    table = [dict(r, **({f"pca_ratio_{k + 1}": r["pca"]["ratios"][k] for k in range(2)} if "pca" in r else {}))
-             for r in results]
-    studies.save_json(out, dict(runs=results, interpolation=line))
-    studies.save_csv(csv_path, table, LANDSCAPE_COLUMNS)
-    figures.save(figures.landscape_figure(results), plot)
-    written = [out, csv_path, plot]
-    if line is not None:
-        written.append(_beside(plot, "interpolation"))
-        figures.save(figures.interpolation_figure(line), written[-1])
-    if any("pca" in r for r in results):
-        written.append(_beside(plot, "trajectory"))
-        figures.save(figures.trajectory_figure(results), written[-1])
-    click.echo(f"{'run':<36}{'target':<7}{'loss':>10}{'f″(0)':>11}{'f″(0)/f(0)':>12}{'PCA 1, 2':>12}"
-               f"{'random walk':>13}")
-    for row in table:
-        pca = f"{row['pca_ratio_1']:.2f}, {row['pca_ratio_2']:.2f}" if "pca_ratio_1" in row else "-"
-        walk = "{:.2f}, {:.2f}".format(*row["pca"]["random_walk"][:2]) if "pca" in row else "-"
-        click.echo(f"{os.path.basename(os.path.normpath(row['run']))[:35]:<36}{row['target']:<7}{row['loss']:>10.4g}"
-                   f"{row['curvature_d']:>11.4g}{row['relative_curvature_d']:>12.4g}{pca:>12}{walk:>13}")
-    click.echo(f"wrote {', '.join(written)}")
+    written = reports.write_landscape(results, line, out, plot)
+    _echo_lines(reports.landscape_table(results), written)
 
 
 @main.command()
@@ -760,7 +617,7 @@ def sweep(lrs, targets, schedules, weightings, seeds, dataset, T, steps, batch_s
     cell in OUT/sweep.csv and OUT/sweep.json, draws OUT/sweep.png, and keeps each run (with its parameter
     snapshots, for `minidiff landscape` and `minidiff gradvar`) in OUT/runs.
     """
-    from minidiff.diagnostics import sweep as sweeps
+    from minidiff.diagnostics import reports, sweep as sweeps
     from minidiff.train import ConfigError, TrainConfig, validate
     base = dict(dataset=dataset, T=T, steps=steps, batch_size=batch_size, hidden=hidden, depth=depth,
                 log_every=check_every, checkpoint_every=check_every)
@@ -774,19 +631,7 @@ def sweep(lrs, targets, schedules, weightings, seeds, dataset, T, steps, batch_s
                                   quality_steps=quality_steps, quality_bar=quality_bar)
     click.echo(f"{len(sweeps.cells(settings))} runs of {steps} steps on {dataset}, {workers} worker(s), into {out}")
     rows = sweeps.run_sweep(settings, out, workers=min(workers, len(sweeps.cells(settings))), progress=not quiet)
-    figures.save(figures.sweep_figure(rows), os.path.join(out, "sweep.png"))
-    _echo_sweep(rows)
-    click.echo(f"wrote {', '.join(os.path.join(out, f) for f in ('sweep.csv', 'sweep.json', 'sweep.png'))}")
-
-
-def _echo_sweep(rows):
-    click.echo(f"{'lr':>8} {'target':<7}{'schedule':<10}{'weighting':<11}{'seed':>5} {'status':<9}{'to bar':>7}"
-               f"{'energy':>10}{'ELBO bpd':>10}")
-    for r in rows:
-        number = lambda key, spec: "-" if r.get(key) is None else format(r[key], spec)  # noqa: E731
-        click.echo(f"{r['lr']:>8g} {r['target']:<7}{r['schedule']:<10}{r['weighting']:<11}{r['seed']:>5} "
-                   f"{r['status']:<9}{number('steps_to_bar', 'd'):>7}{number('energy_distance', '.4g'):>10}"
-                   f"{number('elbo_bits_per_dim', '.4g'):>10}")
+    _echo_lines(reports.sweep_table(rows), reports.write_sweep(rows, out))
 
 
 def _prepare_sweep_out(out, force):

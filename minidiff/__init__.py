@@ -8,28 +8,32 @@ post is ../shared/seed/stability-of-diffusion-training.md, cited as "post eq. (n
   2. primitives  the few operations the network is made of, forward and backward side by side
      (kernels, counter: their fused GPU kernels and the GPU's counter-based random numbers)
   The mathematics
-  3. schedules   β, α, ᾱ, SNR, log-SNR; named schedules; zero terminal SNR; timestep spacing
+  3. schedules   β, α, ᾱ, SNR, log-SNR; zero terminal SNR; the schedule between its steps
+     (named_schedules, spacing: the named schedules' β; the timesteps a sampler with fewer steps visits)
   4. forward     q(x_t | x_0), q(x_t | x_{t−1}), the posterior q(x_{t−1} | x_t, x_0)   (post eqs. 6–8)
   5. targets     eps, x0, v, score, mu: conversions, loss weightings, implied w(λ)
   6. elbo        Gaussian KL; L_T, L_{t−1}, L_0; the whole bound                    (post eq. 3)
   The data
   7. mixture     Gaussian mixtures: exact density, score, optimal denoiser (the oracle)
-  8. data        toy datasets, the user's own files
+  8. data        toy datasets
+     (datafile: the user's own files, read without pickle, checked, standardised)
   Learning
   9. nn          the MLP denoiser over a params dict
  10. optim       Adam, gradient clipping, learning-rate schedule, EMA
  11. timesteps   how t is drawn: uniform, stratified, importance
  12. train       the one loss of every target and weighting; a training step
  13. checkpoint  run folders, atomic files, loading without pickle
- 14. run         a whole run: data, loop, checkpoints, samples and quality
+ 14. run         a whole run: data, loop, samples and quality
+     (runlog: the loss log and the divergence guard; runfolder: a run's state saved to its folder and loaded)
   Using a model
  15. sample      ancestral DDPM, DDIM (and its inversion), the probability-flow ODE
  16. likelihood  the probability-flow ODE's exact likelihood
- 17. metrics     energy distance against held-out data, with the data-vs-data floor
+ 17. evaluate    a run or the oracle side by side: the bound, the PF-ODE NLL, the exact NLL
+ 18. metrics     energy distance against held-out data, with the data-vs-data floor
   Measuring
- 18. diagnostics gradient noise per timestep, loss landscapes, trajectories, stability sweeps
- 19. figures     every figure, a function returning a matplotlib Figure
- 20. study       the experiments behind the figures and the numbers of docs/study.md
+ 19. diagnostics gradient noise per timestep, loss landscapes, trajectories, stability sweeps
+ 20. figures     every figure, a function returning a matplotlib Figure
+ 21. study       the experiments behind the figures and the numbers of docs/study.md
 
 Glossary (one name per symbol, used everywhere):
   T               number of diffusion steps; timesteps are 0-based, t = 0 … T−1

@@ -2,9 +2,10 @@
 
 A run folder holds
     config.json       the TrainConfig, the network Config and the data standardisation, as plain JSON
+                      (`runfolder.save_config`)
     checkpoint.npz    the step, params, EMA params, Adam state, the training generator, the importance sampler,
-                      the loss guard, the loss log's row under way, and the config (`run.save_checkpoint`)
-    loss_log.csv      one row per logged step
+                      the loss guard, the loss log's row under way, and the config (`runfolder.save_checkpoint`)
+    loss_log.csv      one row per logged step (`runlog.LossLog`)
     samples.npy, samples.png, quality.json   written at the end of training, quality.json last
 
 A checkpoint is NumPy's .npz layout (a zip of .npy arrays) with three entries of its own:
@@ -19,7 +20,6 @@ Every file is written to a temporary name in the same folder, flushed to disk an
 killed at any moment leaves the previous complete file in place. Files are deterministic: checkpoint entries carry
 a fixed date instead of the time of writing, so the same state gives the same bytes.
 """
-import contextlib
 import hashlib
 import io
 import json
@@ -76,24 +76,14 @@ def _fsync_folder(folder):
 
 
 def remove_temporaries(folder):
-    """Delete the temporary files and folders that a run killed in the middle of a write left in folder."""
+    """Delete the temporary files that a run killed in the middle of a write left in folder (and the temporary
+    folders that earlier versions made for a figure's own temporary file)."""
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
         if name.startswith(TEMPORARY_PREFIX) and os.path.isdir(path):
             shutil.rmtree(path)
         elif name.startswith(TEMPORARY_PREFIX):
             os.remove(path)
-
-
-@contextlib.contextmanager
-def scratch_folder(folder):
-    """A temporary folder inside folder, for writers that make their own temporary files (figures.save): a kill
-    leaves them in here, where remove_temporaries finds them."""
-    path = tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, dir=folder)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def save_json(path, obj):

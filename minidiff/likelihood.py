@@ -25,17 +25,17 @@ The ends and the time between steps.
 - Data end: φ_0 = φ at t = 0, the least noise the network was trained on; below it the network is never
   evaluated. The model's x_0 is y = x_{φ_0} / cos φ_0, so log p(x_0) = log p(x_{φ_0} = cos φ_0 x_0) + D log cos φ_0:
   the density of the data blurred by N(0, tan² φ_0 I) (tan φ_0 = 0.01 for linear, T = 1000).
-- Between steps φ is linear in t (`between_steps`): finite everywhere, and the oracle's answers depend on ᾱ
-  only, so for the oracle the choice cancels; a network is evaluated at fractional t (train.model_fn's time input
-  is interpolated).
+- Between steps φ is linear in t (`schedules.between_steps`): finite everywhere, and the oracle's answers depend
+  on ᾱ only, so for the oracle the choice cancels; a network is evaluated at fractional t (train.model_fn's time
+  input is interpolated).
 """
 import dataclasses
-from typing import NamedTuple
 
 import numpy as np
 from autograd import make_vjp
 
 from .elbo import check_terminal_snr, log_scale, standardized
+from .schedules import between_steps, step_angles, timestep_at
 from .targets import canonical_target, to_x0_eps
 
 LOG_2PI = np.log(2.0 * np.pi)
@@ -45,42 +45,6 @@ MAX_STEPS = 100_000  # a safety stop for the adaptive solver
 # how much one step may shrink or grow the next.
 SAFETY, FAC_MIN, FAC_MAX = 0.9, 0.2, 5.0
 ERROR_ORDER = 5  # h ∝ err^(−1/5): the error estimate of a 5(4) pair is O(h^5)
-
-
-# --- the schedule between its steps ---------------------------------------------------------------------------
-
-class StepView(NamedTuple):
-    """Per-row constants at (possibly fractional) timesteps, shaped (B,): indexed by row like a Schedule by t, so
-    that targets.to_x0_eps / make_target work unchanged with t = np.arange(B)."""
-
-    alpha_bar: np.ndarray
-    coef_x0: np.ndarray
-    coef_xt: np.ndarray
-
-
-def step_angles(schedule):
-    """φ_t = arctan(√(1−ᾱ_t) / √ᾱ_t), t = 0 … T−1: increasing from ≈ √β_0 to ≤ π/2 (= π/2 at zero SNR)."""
-    return np.arctan2(np.sqrt(1.0 - schedule.alpha_bar), np.sqrt(schedule.alpha_bar))
-
-
-def between_steps(schedule, t):
-    """The schedule at timesteps t ∈ [0, T−1], shape (B,), fractional allowed: φ linear in t between steps.
-
-    At whole t the values are the schedule's own. coef_x0, coef_xt (the mu target's) are linear in t between steps.
-    """
-    t = np.asarray(t, dtype=np.float64)
-    if np.any(~np.isfinite(t) | (t < 0) | (t > schedule.T - 1)):
-        raise ValueError(f"timesteps must lie in 0 … T−1 = {schedule.T - 1}")
-    steps = np.arange(schedule.T)
-    whole = np.round(t).astype(np.int64)
-    phi = np.interp(t, steps, step_angles(schedule))
-    alpha_bar = np.where(t == whole, schedule.alpha_bar[whole], np.cos(phi) ** 2)
-    return StepView(alpha_bar, np.interp(t, steps, schedule.coef_x0), np.interp(t, steps, schedule.coef_xt))
-
-
-def timestep_at(schedule, phi):
-    """The fractional timestep whose angle is φ (the inverse of `between_steps`' interpolation)."""
-    return np.interp(phi, step_angles(schedule), np.arange(schedule.T, dtype=np.float64))
 
 
 # --- the velocity and its divergence --------------------------------------------------------------------------

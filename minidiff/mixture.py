@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .forward import q_sample
-from .likelihood import between_steps
+from .schedules import between_steps
 from .targets import canonical_target, make_target, mse_factor
 
 LOG_2PI = np.log(2.0 * np.pi)
@@ -215,7 +215,7 @@ def _alpha_bar_at(schedule, t, n):
 
 def _at_timesteps(schedule, t, n):
     """(schedule-like, t) to read ᾱ and the targets at: the Schedule itself for whole t, or for fractional t
-    (floats in [0, T−1], as the probability-flow ODE asks) the per-row `likelihood.between_steps` view."""
+    (floats in [0, T−1], as the probability-flow ODE asks) the per-row `schedules.between_steps` view."""
     if np.issubdtype(np.asarray(t).dtype, np.integer):
         return schedule, t, _alpha_bar_at(schedule, t, n)
     t = np.broadcast_to(np.asarray(t, dtype=np.float64), (n,))
@@ -227,7 +227,7 @@ def oracle(mixture, schedule, target):
     """model(x_t, t) -> the optimal (MMSE) prediction of `target`, as a perfectly trained network would give.
 
     Every target is linear in (x_0, ε), so E[X|x_t] = make_target(X, E[x_0|x_t], E[ε|x_t]). t may be fractional
-    (between steps, as in `likelihood.between_steps`). The model also carries `jacobian_trace(x_t, t)`, the exact
+    (between steps, as in `schedules.between_steps`). The model also carries `jacobian_trace(x_t, t)`, the exact
     tr ∂E[X|x_t]/∂x_t that the probability-flow likelihood needs: differentiating Tweedie's formula (Efron 2011,
     §2) gives ∂E[x_0|x_t]/∂x_t = √ᾱ/(1−ᾱ) Cov[x_0|x_t], and E[ε|x_t] = (x_t − √ᾱ E[x_0|x_t])/√(1−ᾱ).
     """

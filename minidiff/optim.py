@@ -87,12 +87,17 @@ def _adam_step(theta, g, m, v, lr, beta1, beta2, eps, correction1, correction2, 
 
 
 def squared_norm(grads):
-    """Σ g² over all arrays together, as an array scalar of the backend (one dot product per array, no read back)."""
-    return sum(g.ravel().dot(g.ravel()) for g in grads.values())
+    """Σ g² over all arrays together, as an array scalar of the backend (one dot product per array, no read back).
+
+    The arrays are summed in sorted order of their names, not in the dict's order: floating-point addition is not
+    associative, and the same gradients must give the same bits however the dict was built (by nn.init, or read
+    back from a checkpoint)."""
+    return sum(grads[name].ravel().dot(grads[name].ravel()) for name in sorted(grads))
 
 
 def global_norm(grads):
-    """‖g‖ over all arrays together, √(Σ g²), as a Python float (one dot product per array, one read back)."""
+    """‖g‖ over all arrays together, √(Σ g²), as a Python float (one dot product per array, one read back); like
+    `squared_norm` it does not depend on the order of the dict's keys."""
     return math.sqrt(float(squared_norm(grads)))
 
 

@@ -9,33 +9,22 @@ then is x_T close to the prior N(0, I) and the prior term L_T of the ELBO (post 
 Timesteps are 0-based, t = 0 … T−1, and `alpha_bar[t]` is ᾱ after t+1 noising steps (as diffusers and
 improved-diffusion index). `alpha_bar_prev[t]` is ᾱ after t steps, with ᾱ_{-1} = 1 (no noise yet).
 
-Two families of schedules are in use, and both are here:
-- β-space schedules fix the per-step noise β_t (linear, quadratic, scaled_linear, sigmoid_beta);
-- ᾱ-space schedules fix a continuous curve ᾱ(u), u ∈ [0, 1], and read β off it (cosine, sigmoid).
-Each also has a continuous-time log-SNR λ(u) (`log_snr_continuous`), the view of Kingma et al. 2021 in which
-the weighting of a loss is a function w(λ).
+The named schedules (linear, cosine, …) and how each sets β_t are in named_schedules.py; `make_schedule` turns a
+name into a Schedule here. Each also has a continuous-time log-SNR λ(u) (`log_snr_continuous`), the view of
+Kingma et al. 2021 in which the weighting of a loss is a function w(λ); between the integer steps a Schedule is
+read by `between_steps`. The timesteps a sampler with fewer steps visits are in spacing.py.
 """
 import dataclasses
-import inspect
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 
-# Default endpoints, each with its source. β-space defaults are stated for T = 1000 and scaled by 1000 / T so
-# that any T reaches the same final noise level (improved-diffusion's `get_named_beta_schedule`).
-REFERENCE_T = 1000
-LINEAR_BETAS = (1e-4, 0.02)  # Ho et al. 2020, §4
-SCALED_LINEAR_BETAS = (0.00085, 0.012)  # Rombach et al. 2022 (Stable Diffusion's configuration)
-SIGMOID_BETA_RANGE = (-6.0, 6.0)  # Xu et al. 2022 (GeoDiff): β = sigmoid(linspace(-6, 6, T)) rescaled
-COSINE_OFFSET = 0.008  # Nichol & Dhariwal 2021, eq. (17): s = 0.008
-MAX_BETA = 0.999  # Nichol & Dhariwal 2021, §3.2: clip β to avoid a singularity at t = T
-SIGMOID_START, SIGMOID_END, SIGMOID_TAU = -3.0, 3.0, 1.0  # Chen 2023, Alg. 1 defaults
-SIGMOID_CLIP_MIN = 1e-9  # Chen 2023, Alg. 1
+# SCHEDULES, ScheduleError, SPACINGS and timestep_spacing: the rest of minidiff reads them from here.
+from .named_schedules import REFERENCE_T, SCHEDULES, ScheduleError, lookup  # noqa: F401
+from .spacing import SPACINGS, timestep_spacing  # noqa: F401
+
 PRIOR_KL_WARN = 1e-3  # nats per dimension: above this the prior term L_T is not "extremely small"
-
-
-class ScheduleError(ValueError):
-    """An unknown schedule name or an invalid schedule value."""
 
 
 class PriorTermWarning(UserWarning):
@@ -150,95 +139,6 @@ def _check_betas(betas, name):
                             f"be in (0, 1] so that alpha_bar decreases and stays non-negative")
 
 
-# --- the named schedules ------------------------------------------------------------------------------------
-# Each is a pair: the discrete β_t, t = 0 … T−1, and the continuous log ᾱ(u), u ∈ [0, 1], whose samples at
-# u = (t+1)/T it follows (exactly for ᾱ-space schedules, in the limit of many steps for β-space ones, where the
-# per-step β_t becomes a rate T·β(u) and log ᾱ(u) = −∫_0^u T·β(s) ds).
-
-def _scaled(endpoints, T, beta_start, beta_end):
-    """Explicit endpoints are used as given; the defaults are scaled by 1000 / T (improved-diffusion)."""
-    scale = REFERENCE_T / T
-    b0 = endpoints[0] * scale if beta_start is None else beta_start
-    b1 = endpoints[1] * scale if beta_end is None else beta_end
-    if beta_end is None and b1 > 1:
-        raise ScheduleError(f"at T={T} the default beta_end {endpoints[1]:g}·1000/T = {b1:g} exceeds 1; use "
-                            f"T >= {int(np.ceil(REFERENCE_T * endpoints[1]))}, give beta_end <= 1, or a cosine "
-                            f"or sigmoid schedule")
-    return b0, b1
-
-
-def _linear(T, beta_start=None, beta_end=None):
-    """Ho et al. 2020, §4: β linear from 1e-4 to 0.02 (at T = 1000)."""
-    b0, b1 = _scaled(LINEAR_BETAS, T, beta_start, beta_end)
-    betas = np.linspace(b0, b1, T)
-    return betas, lambda u: -T * (b0 * u + (b1 - b0) * u ** 2 / 2)
-
-
-def _sqrt_linear(endpoints):
-    def schedule(T, beta_start=None, beta_end=None):
-        """√β linear between √β_start and √β_end."""
-        b0, b1 = _scaled(endpoints, T, beta_start, beta_end)
-        a, b = np.sqrt(b0), np.sqrt(b1)
-        betas = np.linspace(a, b, T) ** 2
-        if np.isclose(a, b):
-            return betas, lambda u: -T * b0 * u
-        return betas, lambda u: -T * ((a + (b - a) * u) ** 3 - a ** 3) / (3 * (b - a))
-    return schedule
-
-
-def _softplus(z):
-    return np.logaddexp(0.0, z)
-
-
-def _sigmoid_beta(T, beta_start=None, beta_end=None):
-    """Xu et al. 2022 (GeoDiff): β = sigmoid(linspace(−6, 6, T)) · (β_end − β_start) + β_start."""
-    b0, b1 = _scaled(LINEAR_BETAS, T, beta_start, beta_end)
-    lo, hi = SIGMOID_BETA_RANGE
-    betas = 1.0 / (1.0 + np.exp(-np.linspace(lo, hi, T))) * (b1 - b0) + b0
-    # ∫_0^u sigmoid(lo + (hi − lo) s) ds = [softplus(lo + (hi − lo) u) − softplus(lo)] / (hi − lo)
-    return betas, lambda u: -T * (b0 * u + (b1 - b0) * (_softplus(lo + (hi - lo) * u) - _softplus(lo)) / (hi - lo))
-
-
-def _from_continuous(log_alpha_bar_fn, T, max_beta):
-    """β_t = 1 − ᾱ((t+1)/T) / ᾱ(t/T), clipped at max_beta (Nichol & Dhariwal 2021, eq. 17 and §3.2)."""
-    u = np.arange(T + 1) / T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.exp(log_alpha_bar_fn(u[1:]) - log_alpha_bar_fn(u[:-1]))
-    betas = np.minimum(1.0 - np.nan_to_num(ratio, nan=0.0), max_beta)
-    return betas, log_alpha_bar_fn
-
-
-def _cosine(T, s=COSINE_OFFSET, max_beta=MAX_BETA):
-    """Nichol & Dhariwal 2021, eq. (17): ᾱ(u) = f(u)/f(0), f(u) = cos²((u + s)/(1 + s) · π/2)."""
-    def log_alpha_bar(u):
-        with np.errstate(divide="ignore"):
-            return 2 * (np.log(np.abs(np.cos((u + s) / (1 + s) * np.pi / 2))) - np.log(np.cos(s / (1 + s) * np.pi / 2)))
-    return _from_continuous(log_alpha_bar, T, max_beta)
-
-
-def _sigmoid(T, start=SIGMOID_START, end=SIGMOID_END, tau=SIGMOID_TAU, clip_min=SIGMOID_CLIP_MIN, max_beta=MAX_BETA):
-    """Chen 2023, Alg. 1: ᾱ(u) = [σ(end/τ) − σ((u(end − start) + start)/τ)] / [σ(end/τ) − σ(start/τ)]."""
-    if not start < end or tau <= 0:
-        raise ScheduleError(f"sigmoid schedule needs start < end and tau > 0, got {start}, {end}, {tau}")
-    sig = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
-    v_start, v_end = sig(start / tau), sig(end / tau)
-    def log_alpha_bar(u):
-        return np.log(np.clip((v_end - sig((u * (end - start) + start) / tau)) / (v_end - v_start), clip_min, 1.0))
-    return _from_continuous(log_alpha_bar, T, max_beta)
-
-
-SCHEDULES = {
-    "linear": (_linear, "β linear from 1e-4 to 0.02 at T=1000, scaled by 1000/T (Ho et al. 2020)"),
-    "quadratic": (_sqrt_linear(LINEAR_BETAS), "√β linear from √1e-4 to √0.02 at T=1000, scaled by 1000/T "
-                                              "(Ho et al. 2020, released code)"),
-    "scaled_linear": (_sqrt_linear(SCALED_LINEAR_BETAS), "√β linear from √0.00085 to √0.012 at T=1000, scaled "
-                                                         "by 1000/T (Stable Diffusion)"),
-    "sigmoid_beta": (_sigmoid_beta, "β = sigmoid(linspace(−6, 6)) between 1e-4 and 0.02 at T=1000 (GeoDiff)"),
-    "cosine": (_cosine, "ᾱ = cos² curve with s = 0.008, β clipped at 0.999 (Nichol & Dhariwal 2021)"),
-    "sigmoid": (_sigmoid, "ᾱ = a sigmoid curve, start −3, end 3, τ = 1 (Chen 2023)"),
-}
-
-
 # --- zero terminal SNR ----------------------------------------------------------------------------------------
 
 def rescale_zero_terminal_snr(alpha_bar):
@@ -265,27 +165,13 @@ def _log_alpha_bar_zero_terminal(log_alpha_bar_fn):
 
 # --- the entry point ------------------------------------------------------------------------------------------
 
-def _lookup(name, T, options):
-    if name not in SCHEDULES:
-        raise ScheduleError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
-        raise ScheduleError(f"T must be an integer >= 1, got {T!r}")
-    fn = SCHEDULES[name][0]
-    allowed = list(inspect.signature(fn).parameters)[1:]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ScheduleError(f"schedule {name!r} has no option {', '.join(unknown)}; its options are: "
-                            f"{', '.join(allowed) or 'none'}")
-    return fn(int(T), **options)
-
-
 def make_schedule(name, T=REFERENCE_T, *, zero_terminal_snr=False, warn=True, **options):
     """The Schedule `name` with T steps, optionally rescaled to zero terminal SNR (Lin et al. 2023).
 
     options are the named schedule's own (e.g. beta_start, beta_end for linear; s for cosine). Warns with
     PriorTermWarning when the schedule ends so far from noise that the prior term is not negligible.
     """
-    betas, _ = _lookup(name, T, options)
+    betas, _ = lookup(name, T, options)
     _check_betas(np.asarray(betas), name)
     if zero_terminal_snr:
         alpha_bar = rescale_zero_terminal_snr(np.cumprod(1.0 - betas))
@@ -309,7 +195,7 @@ def log_snr_continuous(name, u, T=REFERENCE_T, *, zero_terminal_snr=False, **opt
     u = np.asarray(u, dtype=np.float64)
     if np.any((u < 0) | (u > 1)):
         raise ScheduleError("u must lie in [0, 1]")
-    _, log_alpha_bar_fn = _lookup(name, T, options)
+    _, log_alpha_bar_fn = lookup(name, T, options)
     if zero_terminal_snr:
         log_alpha_bar_fn = _log_alpha_bar_zero_terminal(log_alpha_bar_fn)
     log_alpha_bar = log_alpha_bar_fn(u)
@@ -317,56 +203,40 @@ def log_snr_continuous(name, u, T=REFERENCE_T, *, zero_terminal_snr=False, **opt
         return log_alpha_bar - np.log(-np.expm1(log_alpha_bar))
 
 
-# --- timestep spacing for sampling with fewer steps -----------------------------------------------------------
+# --- the schedule between its steps ---------------------------------------------------------------------------
+# The probability-flow ODE runs in continuous time. Write the noise level as an angle φ, cos φ = √ᾱ, sin φ = √(1−ᾱ)
+# (x_φ = cos φ x_0 + sin φ ε): φ is finite at both ends, including ᾱ = 0, so between the integer steps φ is taken
+# linear in t (likelihood.py's docstring).
 
-SPACINGS = ("linspace", "leading", "trailing", "karras")  # Lin et al. 2023, Table 2; Karras et al. 2022
-KARRAS_RHO = 7.0  # Karras et al. 2022, eq. (5) and Table 1
+class StepView(NamedTuple):
+    """Per-row constants at (possibly fractional) timesteps, shaped (B,): indexed by row like a Schedule by t, so
+    that targets.to_x0_eps / make_target work unchanged with t = np.arange(B)."""
+
+    alpha_bar: np.ndarray
+    coef_x0: np.ndarray
+    coef_xt: np.ndarray
 
 
-def timestep_spacing(T, num_steps, spacing="linspace", offset=0, alpha_bar=None):
-    """The descending training timesteps a sampler visits when it takes num_steps ≤ T steps.
+def step_angles(schedule):
+    """φ_t = arctan(√(1−ᾱ_t) / √ᾱ_t), t = 0 … T−1: increasing from ≈ √β_0 to ≤ π/2 (= π/2 at zero SNR)."""
+    return np.arctan2(np.sqrt(1.0 - schedule.alpha_bar), np.sqrt(schedule.alpha_bar))
 
-    linspace: round(linspace(0, T−1, n)); leading: 0, T//n, 2T//n, … (+ offset); trailing: round(T − k T/n) − 1.
-    With T = 1000, n = 10: [999, 888, …, 0], [900, 800, …, 0], [999, 899, …, 99] (REFERENCE.md).
-    karras (needs alpha_bar): the timesteps nearest to Karras et al.'s σ grid, eq. (5), with σ = √((1 − ᾱ)/ᾱ):
-    dense where σ is small, the grid on which an ODE solver's error is even (at most n steps, repeats merged).
+
+def between_steps(schedule, t):
+    """The schedule at timesteps t ∈ [0, T−1], shape (B,), fractional allowed: φ linear in t between steps.
+
+    At whole t the values are the schedule's own. coef_x0, coef_xt (the mu target's) are linear in t between steps.
     """
-    if spacing not in SPACINGS:
-        raise ScheduleError(f"unknown timestep spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}")
-    if not 1 <= num_steps <= T:
-        raise ScheduleError(f"the number of sampling steps must be between 1 and T={T}, got {num_steps}")
-    if spacing == "karras":
-        return _karras_timesteps(np.asarray(alpha_bar, dtype=np.float64), num_steps)
-    if spacing == "linspace":
-        steps = np.round(np.linspace(0, T - 1, num_steps))
-    elif spacing == "leading":
-        steps = np.arange(num_steps) * (T // num_steps) + offset
-    else:
-        steps = np.round(np.arange(T, 0, -T / num_steps))[::-1] - 1
-    steps = steps.astype(np.int64)
-    if steps.min() < 0 or steps.max() > T - 1 or len(np.unique(steps)) != num_steps:
-        raise ScheduleError(f"{spacing} spacing with offset {offset} gives timesteps outside 0..{T - 1}")
-    return steps[::-1].copy()
+    t = np.asarray(t, dtype=np.float64)
+    if np.any(~np.isfinite(t) | (t < 0) | (t > schedule.T - 1)):
+        raise ValueError(f"timesteps must lie in 0 … T−1 = {schedule.T - 1}")
+    steps = np.arange(schedule.T)
+    whole = np.round(t).astype(np.int64)
+    phi = np.interp(t, steps, step_angles(schedule))
+    alpha_bar = np.where(t == whole, schedule.alpha_bar[whole], np.cos(phi) ** 2)
+    return StepView(alpha_bar, np.interp(t, steps, schedule.coef_x0), np.interp(t, steps, schedule.coef_xt))
 
 
-def _karras_timesteps(alpha_bar, n):
-    """σ_i = (σ_max^{1/ρ} + i/(n−1) (σ_min^{1/ρ} − σ_max^{1/ρ}))^ρ, each mapped to the t of nearest log σ."""
-    with np.errstate(divide="ignore"):
-        log_sigma = 0.5 * (np.log1p(-alpha_bar) - np.log(alpha_bar))  # increasing in t; +∞ at zero SNR
-    finite = np.flatnonzero(np.isfinite(log_sigma))
-    if n == 1 or len(finite) < 2:
-        return np.array([len(alpha_bar) - 1])
-    lo, hi = np.exp(log_sigma[finite[0]] / KARRAS_RHO), np.exp(log_sigma[finite[-1]] / KARRAS_RHO)
-    for m in range(n, len(alpha_bar) + 1):  # a finer grid until n distinct timesteps are reached
-        target = KARRAS_RHO * np.log(hi + np.linspace(0, 1, m) * (lo - hi))  # log σ_i, descending
-        right = np.clip(np.searchsorted(log_sigma[finite], target), 1, len(finite) - 1)
-        nearer_left = target - log_sigma[finite][right - 1] < log_sigma[finite][right] - target
-        steps = np.unique(np.append(finite[right - nearer_left], len(alpha_bar) - 1))  # always start at T − 1
-        if len(steps) >= n:
-            break
-    while len(steps) < n:  # n close to T: fill the widest gap in log σ that still has a timestep inside
-        gaps = np.where(np.diff(steps) > 1, np.diff(log_sigma[steps]), -np.inf)
-        i = int(np.argmax(gaps))
-        steps = np.insert(steps, i + 1, (steps[i] + steps[i + 1]) // 2)
-    steps = steps[::-1]
-    return np.delete(steps, range(1, 1 + len(steps) - n))  # an overshoot: drop the steps next to T − 1
+def timestep_at(schedule, phi):
+    """The fractional timestep whose angle is φ (the inverse of `between_steps`' interpolation)."""
+    return np.interp(phi, step_angles(schedule), np.arange(schedule.T, dtype=np.float64))

@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from minidiff import data
-from minidiff.data import (DATASETS, DataError, dataset_names, get_mixture, load_data_file, sample_dataset,
-                           standardize, unstandardize)
+from minidiff import datafile
+from minidiff.data import DATASETS, dataset_names, get_mixture, sample_dataset
+from minidiff.datafile import DataError, load_data_file, standardize, unstandardize
 
 Z = 5.0  # Monte Carlo tolerance in standard errors
 N = 4000
@@ -201,11 +201,11 @@ def test_bad_data_file_raises_data_error_naming_the_file(case, tmp_path):
 def test_implausibly_large_files_are_refused(tmp_path, monkeypatch):
     np.save(tmp_path / "big.npy", np.zeros((50, 2)))
     (tmp_path / "big.csv").write_text("1,2\n" * 50)
-    monkeypatch.setattr(data, "MAX_VALUES", 99)  # 100 numbers in each file
+    monkeypatch.setattr(datafile, "MAX_VALUES", 99)  # 100 numbers in each file
     for name in ["big.npy", "big.csv"]:
         with pytest.raises(DataError, match=rf"{name}.*limit 99"):
             load_data_file(tmp_path / name)
-    monkeypatch.setattr(data, "MAX_FILE_BYTES", 10)
+    monkeypatch.setattr(datafile, "MAX_FILE_BYTES", 10)
     with pytest.raises(DataError, match=r"big\.csv.*larger than 10 bytes"):
         load_data_file(tmp_path / "big.csv")
 

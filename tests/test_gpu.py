@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 import cli
 import fake_cupy
-from minidiff import backend, counter, data, optim, primitives, run
+from minidiff import backend, counter, data, optim, primitives, run, runfolder, runlog
 from minidiff.backend import to_device, to_numpy
 from minidiff.primitives import value_and_vjp
 from minidiff.diagnostics import gradvar, landscape
@@ -241,11 +241,11 @@ def test_a_checkpoint_written_on_the_device_is_bit_for_bit_what_was_trained(gpu,
     x_train = run.load_training_data(config, data_rng)[0].astype(np.float64)
     for _ in range(5):
         state = train_step(state, make_problem(config), config, x_train)[0]
-    log = run.LossLog(str(tmp_path / "log.csv"), config.T)
-    run.save_checkpoint(str(tmp_path), state, run.LossGuard(), log, config)
+    log = runlog.LossLog(str(tmp_path / "log.csv"), config.T)
+    runfolder.save_checkpoint(str(tmp_path), state, runlog.LossGuard(), log, config)
     log.close()
     with on_cpu():
-        loaded = run.load_checkpoint(str(tmp_path), config, config.network(2))[0]
+        loaded = runfolder.load_checkpoint(str(tmp_path), config, config.network(2))[0]
     for group in ("params", "ema"):
         for k, v in getattr(state, group).items():
             np.testing.assert_array_equal(getattr(loaded, group)[k], to_numpy(v))
@@ -467,4 +467,4 @@ def test_a_checkpoint_older_than_the_randomness_option_still_resumes(tmp_path):
     run.train(config, str(tmp_path), resume=True, progress=False, evaluate=False)
     assert run.load_run(str(tmp_path))[3].step == 20
     with pytest.raises(ckpt.CheckpointError, match="randomness"):
-        run.load_checkpoint(str(tmp_path), dataclasses.replace(config, randomness="counter"), config.network(2))
+        runfolder.load_checkpoint(str(tmp_path), dataclasses.replace(config, randomness="counter"), config.network(2))

@@ -5,10 +5,10 @@ import pytest
 
 from minidiff import make_schedule, nn
 from minidiff.data import get_mixture
-from minidiff.likelihood import (between_steps, flow, flow_nll, network_model, prediction_trace, solve_ode,
-                                 step_angles, timestep_at)
+from minidiff.likelihood import flow, flow_nll, network_model, prediction_trace, solve_ode
 from minidiff.mixture import GaussianMixture, oracle, posterior_mean
 from minidiff.sample import predict_x0_eps, sample
+from minidiff.schedules import between_steps, step_angles
 from minidiff.targets import TARGETS
 from minidiff.train import TrainConfig, make_problem, model_fn
 
@@ -50,21 +50,7 @@ def test_solver_reports_progress_up_to_one():
     assert sum(seen) == pytest.approx(1.0, rel=1e-12) and min(seen) > 0
 
 
-# --- time between steps --------------------------------------------------------------------------------------------
-
-def test_between_steps_reads_the_schedule_at_whole_steps_and_interpolates_the_angle():
-    schedule = make_schedule("cosine", 50)
-    whole = between_steps(schedule, np.arange(50.0))
-    np.testing.assert_array_equal(whole.alpha_bar, schedule.alpha_bar)
-    np.testing.assert_array_equal(whole.coef_x0, schedule.coef_x0)
-    half = between_steps(schedule, np.arange(49) + 0.5)
-    phi = step_angles(schedule)
-    np.testing.assert_allclose(np.arccos(np.sqrt(half.alpha_bar)), (phi[:-1] + phi[1:]) / 2, rtol=1e-12)
-    np.testing.assert_allclose(timestep_at(schedule, np.arccos(np.sqrt(half.alpha_bar))), np.arange(49) + 0.5,
-                               rtol=1e-9)
-    with pytest.raises(ValueError, match="0 … T−1"):
-        between_steps(schedule, [49.5])
-
+# --- the oracle between steps -------------------------------------------------------------------------------------
 
 def test_oracle_at_fractional_t_is_the_posterior_mean_at_the_interpolated_noise(rng):
     mixture, schedule = get_mixture("gmm2d"), make_schedule("linear", 100)

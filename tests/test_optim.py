@@ -1,4 +1,5 @@
 """Adam, clipping, the lr schedule and EMA against numbers computed by hand."""
+import itertools
 import math
 
 import numpy as np
@@ -83,6 +84,18 @@ def test_clip_by_global_norm_by_hand():
     assert math.isnan(norm) and bad["a"][1] == 1.0                              # left for the caller to guard
     with pytest.raises(ValueError, match="max_norm"):
         optim.clip_by_global_norm(grads, 0.0)
+
+
+def test_global_norm_does_not_depend_on_the_order_of_the_keys():
+    # 1e16 + 1 rounds back to 1e16 (the spacing of doubles there is 2), but 1 + 1 + 1e16 is exactly 1e16 + 2:
+    # summed in the dict's order, the norm would depend on how the dict was built. In sorted order (a, b, c), by hand:
+    grads = {"b": np.array([1e8]), "a": np.array([1.0]), "c": np.array([1.0])}
+    by_hand = math.sqrt((1.0 + 1e16) + 1.0)
+    assert by_hand != math.sqrt(1.0 + 1.0 + 1e16)                              # the example does tell orders apart
+    for order in itertools.permutations(grads):
+        shuffled = {name: grads[name] for name in order}
+        assert optim.global_norm(shuffled) == by_hand                           # bit for bit, in every order
+        assert optim.clip_by_global_norm(shuffled, 1.0)[1] == by_hand
 
 
 def test_lr_schedule_by_hand():

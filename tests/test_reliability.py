@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 import cli
 from minidiff import checkpoint as ckpt
-from minidiff import data, nn, optim, run
+from minidiff import datafile, nn, optim, run, runlog
 from minidiff.train import DivergenceError, TrainConfig, make_problem, train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,8 +221,8 @@ def test_a_loss_explosion_stops_at_the_first_loss_above_factor_times_the_running
     losses, expected = [], None
     while expected is None and state.step < config.steps:
         state, loss, *_ = train_step(state, problem, config, x_train)
-        window = losses[-run.EXPLOSION_WINDOW:]
-        if len(window) >= run.EXPLOSION_MIN_LOSSES and loss > config.explosion_factor * np.median(window):
+        window = losses[-runlog.EXPLOSION_WINDOW:]
+        if len(window) >= runlog.EXPLOSION_MIN_LOSSES and loss > config.explosion_factor * np.median(window):
             expected = state.step
         losses.append(loss)
     assert expected is not None and caught.value.step == expected
@@ -453,7 +453,7 @@ def test_a_bad_train_option_is_one_line_and_writes_nothing(tmp_path, monkeypatch
 @pytest.mark.parametrize("kind, message", DATA_CASES)
 def test_a_bad_data_file_is_one_line_and_writes_nothing(tmp_path, monkeypatch, kind, message):
     path = tmp_path / "nothing.csv" if kind == "missing" else _data_file(tmp_path, kind)
-    monkeypatch.setattr(data, "MAX_FILE_BYTES", 10 if kind == "huge" else data.MAX_FILE_BYTES)
+    monkeypatch.setattr(datafile, "MAX_FILE_BYTES", 10 if kind == "huge" else datafile.MAX_FILE_BYTES)
     before = files_of(tmp_path)
     assert_one_line_error(invoke("train", "--data", path, "--standardize", "--out", tmp_path / "run", *TINY_ARGS),
                           message)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minidiff.elbo import gaussian_kl
-from minidiff.schedules import (SCHEDULES, PriorTermWarning, ScheduleError, from_betas, log_snr_continuous,
-                                make_schedule, timestep_spacing)
+from minidiff.schedules import (SCHEDULES, PriorTermWarning, ScheduleError, between_steps, from_betas,
+                                log_snr_continuous, make_schedule, step_angles, timestep_at, timestep_spacing)
 
 REL = 1e-5  # REFERENCE.md prints 6 significant digits
 
@@ -177,3 +177,19 @@ def test_every_schedule_is_a_valid_diffusion(name, T, zero):
         plain = schedule(name, T)
         assert s.alpha_bar[-1] == 0 and s.betas[-1] == 1
         assert s.alpha_bar[0] == pytest.approx(plain.alpha_bar[0], rel=1e-12)  # α_0 kept (Lin et al. 2023)
+
+
+# --- between the steps ------------------------------------------------------------------------------------------
+
+def test_between_steps_reads_the_schedule_at_whole_steps_and_interpolates_the_angle():
+    schedule = make_schedule("cosine", 50)
+    whole = between_steps(schedule, np.arange(50.0))
+    np.testing.assert_array_equal(whole.alpha_bar, schedule.alpha_bar)
+    np.testing.assert_array_equal(whole.coef_x0, schedule.coef_x0)
+    half = between_steps(schedule, np.arange(49) + 0.5)
+    phi = step_angles(schedule)
+    np.testing.assert_allclose(np.arccos(np.sqrt(half.alpha_bar)), (phi[:-1] + phi[1:]) / 2, rtol=1e-12)
+    np.testing.assert_allclose(timestep_at(schedule, np.arccos(np.sqrt(half.alpha_bar))), np.arange(49) + 0.5,
+                               rtol=1e-9)
+    with pytest.raises(ValueError, match="0 … T−1"):
+        between_steps(schedule, [49.5])

@@ -12,6 +12,7 @@ statistics seen by the network". These modules measure it, always on the one tra
   trajectory     parameters recorded along a run; PCA of the path against the random-walk baseline
   studies        the above applied to configurations and run folders (what the CLI calls), CSV and JSON
   sweep          learning rate × target × schedule × weighting × seed, in parallel: divergence and quality
+  reports        what `minidiff gradvar`, `landscape` and `sweep` write (data, CSV, figures) and print
 """
 from . import gradvar, landscape, pergrad, studies, sweep, target_stats, trajectory  # noqa: F401
 from .gradvar import NoiseStats, measure, noise_stats  # noqa: F401

@@ -19,6 +19,7 @@ from . import gradvar, landscape, target_stats, trajectory
 
 DIAGNOSTIC_DTYPE = "float64"
 PATH_MARGIN = 1.2  # the PCA plane is drawn 20 % beyond the farthest point of the path
+BAR_WIDTH = 24  # characters of a progress bar
 GRADVAR_COLUMNS = ("source", "step", "weights", "dataset", "schedule", "T", "target", "weighting", "bucket", "t_lo",
                    "t_hi", "log_snr_at_t_lo", "log_snr_at_t_hi", "n", "mean_norm", "mean_grad_sq", "trace_cov",
                    "grad_sq", "b_simple", "cosine_to_all")
@@ -58,13 +59,27 @@ def _record(config, source, step, weights, result):
                 schedule=config.schedule, T=config.T, target=config.target, weighting=config.weighting, **result)
 
 
+def check_measurable(dataset, schedules, targets, weightings, *, T):
+    """A ConfigError, before any work, when no schedule × target × weighting can be trained (gradvar_at_init skips
+    each one that cannot, with its reason)."""
+    reasons = []
+    for config in (TrainConfig(dataset=dataset, schedule=s, T=T, target=x, weighting=w)
+                   for s in schedules for x in targets for w in weightings):
+        try:
+            validate(config)
+            return
+        except ConfigError as err:
+            reasons.append(str(err))
+    raise ConfigError(f"no combination can be measured: {reasons[0]}")
+
+
 def gradvar_at_init(dataset, schedules, targets, weightings, *, T, n, n_buckets=10, by="t", seed=0, network=None,
                     progress=False):
     """Gradient noise at initialisation for every schedule × target × weighting: a list of records (skipped
     combinations, e.g. an infinite weight, carry a 'skipped' reason instead of numbers)."""
     jobs = [(s, x, w) for s in schedules for x in targets for w in weightings]
     records, examples = [], None
-    with click.progressbar(jobs, label="gradvar", show_pos=True, width=24, hidden=not progress) as bar:
+    with click.progressbar(jobs, label="gradvar", show_pos=True, width=BAR_WIDTH, hidden=not progress) as bar:
         for schedule, target, weighting in bar:
             config = TrainConfig(dataset=dataset, schedule=schedule, T=T, target=target, weighting=weighting,
                                  seed=seed, **(network or {}))
@@ -92,7 +107,7 @@ def gradvar_of_runs(run_dirs, weightings=(None,), *, n, n_buckets=10, by="t", se
             points += [(trajectory.unflatten(theta, names, shapes), "raw", step) for step, theta in zip(steps, thetas)]
         jobs += [(run_dir, weighting, *point) for weighting in weightings for point in points]
     records = []
-    with click.progressbar(jobs, label="gradvar", show_pos=True, width=24, hidden=not progress) as bar:
+    with click.progressbar(jobs, label="gradvar", show_pos=True, width=BAR_WIDTH, hidden=not progress) as bar:
         for run_dir, weighting, params, label, step in bar:
             config, problem, params, x_data = run_setup(run_dir, weights, weighting, params)
             examples = gradvar.draw_examples(x_data, n, config.T, np.random.default_rng(seed))
@@ -112,6 +127,22 @@ def gradvar_rows(records):
         for bucket, cos in zip(record["buckets"], record["cosine_to_all"]):
             rows.append(dict(head, **bucket, cosine_to_all=cos))
     return rows
+
+
+def landscapes_of_runs(run_dirs, *, progress=False, **options):
+    """`landscape_of_run(run_dir, **options)` of each run folder, in order, with a progress bar."""
+    with click.progressbar(run_dirs, label="landscape", show_pos=True, width=BAR_WIDTH, hidden=not progress) as bar:
+        return [landscape_of_run(run_dir, **options) for run_dir in bar]
+
+
+def network_shapes(params):
+    """{name: shape} of a params dict: two runs can be interpolated when theirs are equal."""
+    return {k: v.shape for k, v in params.items()}
+
+
+def same_network(run_a, run_b):
+    """Whether two run folders hold networks of the same shapes (the loss between them is then defined)."""
+    return network_shapes(run.load_run(run_a)[3].params) == network_shapes(run.load_run(run_b)[3].params)
 
 
 def landscape_of_run(run_dir, *, span=1.0, points=41, grid=15, n=512, seed=0, weights="ema", pca_plane=True):
@@ -154,7 +185,7 @@ def interpolation_between(run_a, run_b, *, points=41, n=512, seed=0, weights="em
     alphas = np.linspace(-margin, 1 + margin, points)
     result = dict(run_a=run_a, run_b=run_b, alphas=alphas)
     (config, _, params_a, x_data), params_b = run_setup(run_a, weights), run_setup(run_b, weights)[2]
-    if {k: v.shape for k, v in params_a.items()} != {k: v.shape for k, v in params_b.items()}:
+    if network_shapes(params_a) != network_shapes(params_b):
         raise ValueError(f"runs {run_a!r} and {run_b!r} have different networks; they cannot be interpolated")
     batch = gradvar.draw_examples(x_data, n, config.T, np.random.default_rng(seed))
     for key, run_dir in (("loss_a", run_a), ("loss_b", run_b)):

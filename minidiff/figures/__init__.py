@@ -6,13 +6,14 @@ their own), one shared style here. Files are deterministic: the PNG/SVG metadata
 version is removed.
 """
 import os
-import tempfile
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ..checkpoint import atomic_write  # noqa: E402
 
 
 STYLE = {"figure.dpi": 100, "savefig.dpi": 120, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
@@ -27,21 +28,19 @@ def new_figure(ncols, nrows=1, width=3.6, height=3.0):
 
 
 def save(fig, path):
-    """Write fig to path (.png or .svg), atomically and without timestamps, so a rerun gives the same bytes."""
+    """Write fig to path (.png or .svg), atomically and without timestamps, so a rerun gives the same bytes.
+
+    The file is written by `checkpoint.atomic_write`, like every file of a run: a kill leaves at most a hidden
+    temporary file (checkpoint.TEMPORARY_PREFIX), which the next run in that folder removes.
+    """
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".png", ".svg"):
         raise ValueError(f"figure file must end in .png or .svg, got {path!r}")
     metadata = {"Software": None} if ext == ".png" else {"Date": None, "Creator": None}
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=ext, dir=folder)
-    os.close(fd)
     try:
         with plt.rc_context(STYLE):
-            fig.savefig(tmp, metadata=metadata)
-        os.replace(tmp, path)
+            atomic_write(path, lambda f: fig.savefig(f, format=ext[1:], metadata=metadata))
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         plt.close(fig)
 
 
