@@ -6,6 +6,7 @@ options are known to be good. Usage errors exit with code 2 and one line (click'
 import dataclasses
 import os
 import shutil
+import sys
 import warnings
 
 import click
@@ -267,7 +268,8 @@ def _stored_run(out):
 @click.option("--n", type=click.IntRange(min=1), default=2000, show_default=True, help="number of samples")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim", "ode"]), default="ddpm", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="sampling steps [default: T]")
-@click.option("--spacing", type=click.Choice(schedules_module.SPACINGS), default="linspace", show_default=True)
+@click.option("--spacing", type=click.Choice(schedules_module.SPACINGS), default=None,
+              help="which timesteps a shorter run visits [default: karras for ode, else linspace]")
 @click.option("--eta", type=click.FloatRange(min=0), default=0.0, show_default=True, help="DDIM's η")
 @click.option("--variance", type=click.Choice(["beta_tilde", "beta"]), default="beta_tilde", show_default=True,
               help="DDPM's σ_t²")
@@ -276,8 +278,9 @@ def _stored_run(out):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="save the samples (.npy)")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="save a plot (.png/.svg)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
 @device_option
-def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, seed, out, plot):
+def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, seed, out, plot, quiet):
     """Draw samples from a trained run.
 
     Exit status 2, with nothing written, for a bad option, a run folder whose config or checkpoint is missing or
@@ -292,8 +295,11 @@ def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, se
     problem = make_problem(config)
     model = model_fn(state.ema if weights == "ema" else state.params, problem, config)
     try:
-        x = draw(model, config.target, problem.schedule, (n, network.data_dim), np.random.default_rng(seed),
-                 sampler=sampler, steps=steps, spacing=spacing, eta=eta, variance=variance, clip=clip)
+        with click.progressbar(length=steps or config.T, label=f"sampling ({sampler})", width=24, hidden=quiet,
+                               file=sys.stderr) as bar:
+            x = draw(model, config.target, problem.schedule, (n, network.data_dim), np.random.default_rng(seed),
+                     sampler=sampler, steps=steps, spacing=spacing, eta=eta, variance=variance, clip=clip,
+                     progress=bar.update)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     if stats is not None:

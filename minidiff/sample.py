@@ -50,13 +50,14 @@ def _sigma(alpha_bar):
 
 
 def sample(model, target, schedule, shape, rng, *, sampler="ddpm", steps=None, spacing=None, eta=0.0,
-           variance="beta_tilde", clip=None, x_T=None, trajectory=False):
+           variance="beta_tilde", clip=None, x_T=None, trajectory=False, progress=None):
     """Samples of `shape` from `model` by the chosen sampler: x_0, or (x_0, [x_T, …, x_0]) with trajectory=True.
 
     steps: sampling steps (default T); spacing: how they are chosen (default 'karras' for the ODE, whose Heun
     steps need a grid even in log σ, else 'linspace'); eta: DDIM's η; variance: DDPM's σ_t²
     ('beta_tilde' or 'beta'); clip: clip x0_hat to [−clip, clip] (off by default: toy data is not in [−1, 1]);
-    x_T: the starting noise (drawn from rng when None).
+    x_T: the starting noise (drawn from rng when None); progress: called with 1 after each step (a progress bar's
+    `update`).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
@@ -100,6 +101,8 @@ def sample(model, target, schedule, shape, rng, *, sampler="ddpm", steps=None, s
         x = step(x, int(t), len(timesteps) - 1 - i, t_next)
         if trajectory:
             path.append(x)
+        if progress is not None:
+            progress(1)
     return (x, path) if trajectory else x
 
 

@@ -115,3 +115,12 @@ def test_unknown_sampler_is_refused(rng):
     s = make_schedule("cosine", 10)
     with pytest.raises(ValueError, match="ddpm, ddim, ode"):
         sample(gaussian_denoiser(s, "eps"), "eps", s, (2, 2), rng, sampler="euler")
+
+
+@pytest.mark.parametrize("sampler, steps, calls", [("ddpm", 20, 20), ("ode", 12, 12), ("ddim", None, 100)])
+def test_progress_is_called_once_per_step(sampler, steps, calls):
+    s = make_schedule("cosine", 100)
+    seen = []
+    sample(gaussian_denoiser(s, "v"), "v", s, (8, 2), np.random.default_rng(0), sampler=sampler, steps=steps,
+           progress=seen.append)
+    assert seen == [1] * calls
