@@ -245,8 +245,41 @@ def _near_noise(d):
     return [r for r in d["elbo_terms"]["rows"] if 0 < r["alpha_bar_last"] < 1e-3 and "T=1000" in r["label"]]
 
 
+NAMES = {"eps": "ε", "x0": "x0", "v": "v", "score": "the score", "mu": "μ"}
+USABLE_OVER_BAR = 2.0  # "usable" samples: a median energy distance within twice the sweep's quality bar
+
+
+def _words(items, empty="none"):
+    """'a', 'a and b', 'a, b and c', or `empty`."""
+    items = list(items)
+    return empty if not items else items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _holds(cells, kind):
+    """Whether the sweep cells of one (target, lr) show `kind`: diverged, reached (the bar), usable or blown (samples
+    beyond use: a median energy distance above 1 or infinite)."""
+    if kind == "diverged":
+        return any(c["diverged"] for c in cells)
+    if kind == "reached":
+        return any(c["steps_to_bar"] is not None for c in cells)
+    finished = [c["energy_distance"] for c in cells if not c["diverged"] and c["energy_distance"] is not None]
+    if not finished:
+        return False
+    median = float(np.median(finished))
+    return median > 1 if kind == "blown" else median <= USABLE_OVER_BAR * cells[0]["quality_bar"]
+
+
+def _sweep_lrs(d):
+    return sorted({r["lr"] for r in d["stability"]["rows"]})
+
+
 VALUES = {
     "table": lambda d, name: TABLES[name](d),
+    "stab_targets": lambda d, lr, kind: _words(NAMES[t] for t in TARGETS if _holds(_cells(d, t, float(lr)), kind)),
+    "stab_lrs": lambda d, target, kind: _words((f"{lr:g}" for lr in _sweep_lrs(d) if _holds(_cells(d, target, lr), kind)),
+                                               empty="no rate"),
+    "stab_stopped": lambda d, lr: str(sum(bool(c["diverged"]) for t in TARGETS for c in _cells(d, t, float(lr)))),
+    "stab_runs": lambda d, lr: str(sum(len(_cells(d, t, float(lr))) for t in TARGETS)),
     "budget": lambda d: d["training"]["budget"],
     "train_steps": lambda d: str(d["training"]["steps"]),
     "snapshot_every": lambda d: str(d["training"]["snapshot_every"]),
