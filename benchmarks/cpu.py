@@ -112,10 +112,16 @@ def torch_step(torch, params, problem, batch, fused):
     dtype = torch.float32 if problem.dtype == __import__("numpy").float32 else torch.float64
     model = TorchDenoiser(torch, params, nn.time_frequencies(params["in.W"].shape[0] - 2, problem.dtype))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, **({"fused": True} if fused else {}))
-    x0, eps, t = (torch.from_numpy(a) for a in batch)
-    table = {name: torch.from_numpy(getattr(problem, name)) for name in
+    assert model.omega.dtype == dtype
+    return torch_loss_step(torch, model, optimizer, problem, batch)
+
+
+def torch_loss_step(torch, model, optimizer, problem, batch, device="cpu"):
+    """`train.per_example_loss` and Adam in PyTorch eager, with the batch and the loss's per-t tables on `device`."""
+    x0, eps, t = (torch.from_numpy(a).to(device) for a in batch)
+    table = {name: torch.from_numpy(getattr(problem, name)).to(device) for name in
              ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "a", "b", "weight", "time_input")}
-    assert all(v.dtype == dtype for v in table.values())
+    assert all(v.dtype == x0.dtype for v in table.values())  # both competitors compute in the same dtype
 
     def step():
         optimizer.zero_grad(set_to_none=True)

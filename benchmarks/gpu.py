@@ -113,27 +113,13 @@ def _on(device, fused, step):
 
 def torch_step(torch, batch):
     """cpu.py's PyTorch eager step, with the model, the tables and the batch on the GPU."""
-    from cpu import TorchDenoiser
+    from cpu import TorchDenoiser, torch_loss_step
     from minidiff import nn
     config, problem, params, data = host_problem(batch)
     model = TorchDenoiser(torch, params, nn.time_frequencies(params["in.W"].shape[0] - 2, problem.dtype)).cuda()
     model.omega = model.omega.cuda()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    x0, eps, t = (torch.from_numpy(a).cuda() for a in data)
-    table = {name: torch.from_numpy(getattr(problem, name)).cuda() for name in
-             ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "a", "b", "weight", "time_input")}
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        col = lambda name: table[name][t][:, None]  # noqa: E731
-        x_t = col("sqrt_alpha_bar") * x0 + col("sqrt_one_minus_alpha_bar") * eps
-        target = col("a") * x0 + col("b") * eps
-        losses = table["weight"][t] * ((model(x_t, table["time_input"][t]) - target) ** 2).sum(dim=1)
-        loss = losses.mean()
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-    return step
+    return torch_loss_step(torch, model, optimizer, problem, data, device="cuda")
 
 
 # ---------------------------------------------------------------------------------------------------------------
