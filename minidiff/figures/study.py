@@ -5,6 +5,9 @@ from . import new_figure
 from .basic import _scatter
 
 TARGET_ORDER = ("eps", "x0", "v", "score", "mu")
+FORWARD_LIMIT = 4.5  # axes of the forward-process panels: the data's ±3 and the noise's ±4.5
+MARGIN = 0.5  # space around the held-out data in the samples grid
+SHOWN_NLL = 1e3  # nats: larger (diverged) NLLs are left out of the NLL bars
 
 
 def forward_figure(data):
@@ -14,8 +17,8 @@ def forward_figure(data):
     for ax, panel in zip(axes[0], panels):
         _scatter(ax, np.asarray(panel["points"]), c="C0", s=1.5)
         ax.set_title(f"t = {panel['t']}\nᾱ = {panel['alpha_bar']:.3g}, SNR = {panel['snr']:.2g}", fontsize=8)
-        ax.set_xlim(-4.5, 4.5)
-        ax.set_ylim(-4.5, 4.5)
+        ax.set_xlim(-FORWARD_LIMIT, FORWARD_LIMIT)
+        ax.set_ylim(-FORWARD_LIMIT, FORWARD_LIMIT)
         ax.set_aspect("equal")
     fig.suptitle(f"q(x_t | x_0) on {data['dataset']} ({data['schedule']}, T = {data['T']})")
     fig.tight_layout()
@@ -96,7 +99,7 @@ def samples_grid_figure(data):
     panels = data["panels"]
     fig, axes = new_figure(len(panels) + 1, width=2.4, height=2.5)
     held = np.asarray(data["held_out"])
-    lo, hi = held.min(0) - 0.5, held.max(0) + 0.5
+    lo, hi = held.min(0) - MARGIN, held.max(0) + MARGIN
     _scatter(axes[0, 0], held, c="0.35")
     axes[0, 0].set_title(f"held-out {data['dataset']}", fontsize=8)
     for ax, panel in zip(axes[0, 1:], panels):
@@ -123,7 +126,7 @@ def nll_figure(data):
     width = 0.8 / len(bars)
     for j, (label, who, key) in enumerate(bars):
         values = [r[who][key]["nll" if key == "flow" else "bound"][0] for r in rows]
-        shown = [v if np.isfinite(v) and abs(v) < 1e3 else np.nan for v in values]
+        shown = [v if np.isfinite(v) and abs(v) < SHOWN_NLL else np.nan for v in values]
         ax.bar(x + (j - (len(bars) - 1) / 2) * width, shown, width, label=label, color=f"C{j}")
     ax.axhline(data["exact_nll"][0], color="0.2", ls="--", lw=1, label=f"exact NLL {data['exact_nll'][0]:.3f}")
     ax.set_yscale("symlog", linthresh=1.0)  # a poor bound can be 100 times the exact NLL; keep both readable

@@ -22,6 +22,8 @@ from . import runs as shared
 T = 1000  # every experiment uses the reference T of Ho et al. 2020
 FORWARD_STEPS = (0, 50, 150, 300, 500, 999)
 ROUND = 5  # decimals kept for points stored in JSON (samples, the forward process)
+FLOOR_TIMES = 25  # timesteps at which the oracle's loss floor is estimated (Monte Carlo over x_t)
+WEIGHTING_POINTS = 200  # timesteps kept per w(λ) curve, log-spaced in t so that the clean end is dense
 SWEEP_BATCH, SWEEP_DEPTH, SWEEP_QUALITY_N = 128, 2, 500  # the sweep's smaller runs: 64-wide (FULL), 2 hidden layers
 
 
@@ -68,7 +70,7 @@ def draw_forward(data):
 
 def target_scale(context):
     n = context.budget.gradvar_n
-    study = studies.target_study("gmm2d", ["cosine", "linear"], TARGETS, ["uniform"], T=T, n=n, n_times=25,
+    study = studies.target_study("gmm2d", ["cosine", "linear"], TARGETS, ["uniform"], T=T, n=n, n_times=FLOOR_TIMES,
                                  seed=context.seed)
     at = [0, T // 2, T - 1]  # k_X(t) = ‖X − X̂‖² / ‖x_0 − x0_hat‖²: how an error in x_0 shows in each target
     factors = {name: {target: dict(t=at, k=mse_factor(target, _quiet_schedule(name), np.array(at)))
@@ -85,7 +87,7 @@ def weighting(context):
     panels = {}
     for schedule in ("cosine", "linear"):
         s = _quiet_schedule(schedule)
-        keep = np.unique(np.geomspace(1, T, 200).astype(int) - 1)  # dense where λ changes fast
+        keep = np.unique(np.geomspace(1, T, WEIGHTING_POINTS).astype(int) - 1)  # dense where λ changes fast
         for name in WEIGHTINGS:
             curves = {}
             for target in TARGETS:

@@ -240,9 +240,13 @@ def _along_end(d, target):
     return max(mine, key=lambda r: r["step"])["all"]
 
 
+NEAR_NOISE = 1e-3  # ᾱ_{T−1} below this: the schedule ends near pure noise (its prior term is below ~1e-3 nats)
+
+
 def _near_noise(d):
-    """The oracle rows whose schedule ends near pure noise (ᾱ_{T−1} below 1e-3) but is not rescaled to zero."""
-    return [r for r in d["elbo_terms"]["rows"] if 0 < r["alpha_bar_last"] < 1e-3 and "T=1000" in r["label"]]
+    """The oracle rows at T = 1000 whose schedule ends near pure noise without being rescaled to zero SNR."""
+    return [r for r in d["elbo_terms"]["rows"] if r["T"] == 1000 and not r["zero_terminal_snr"]
+            and r["alpha_bar_last"] < NEAR_NOISE]
 
 
 NAMES = {"eps": "ε", "x0": "x0", "v": "v", "score": "the score", "mu": "μ"}
