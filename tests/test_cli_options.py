@@ -192,3 +192,10 @@ def test_figures_out_that_is_a_file_is_a_usage_error(tmp_path):
     (tmp_path / "f").write_text("")
     result = CliRunner().invoke(cli.main, ["figures", "--quick", "--out", str(tmp_path / "f")])
     assert result.exit_code == 2 and "is a file" in result.output
+
+
+def test_figures_study_needs_every_figures_data(tmp_path):
+    result = CliRunner().invoke(cli.main, ["figures", "--quick", "--only", "schedules", "--out", str(tmp_path / "f"),
+                                           "--study", str(tmp_path / "s.md"), "--quiet"])
+    assert result.exit_code == 1 and "the study needs the data of forward" in result.output
+    assert not (tmp_path / "s.md").exists()
