@@ -9,12 +9,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["minidiff", "minidiff.*"]),
-    py_modules=["cli"],
-    package_data={"minidiff.study": ["template.md"]},
+    package_data={"minidiff.lab.study": ["template.md"]},
     install_requires=["numpy>=1.22", "autograd>=1.6", "matplotlib>=3.5", "click>=8.0"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
         "gpu": ["cupy>=12"],
     },
-    entry_points={"console_scripts": ["minidiff=cli:main"]},
+    entry_points={"console_scripts": ["minidiff=minidiff.cli:main"]},
 )

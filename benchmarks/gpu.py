@@ -63,7 +63,7 @@ def host_problem(batch):
     """The default problem, params and batch on the host (benchmarks/cpu.py's `default_problem`)."""
     import numpy as np
     from cpu import default_problem
-    from minidiff import backend
+    from minidiff.accel import backend
     backend.use_device("cpu")
     return default_problem(np, DTYPE, batch)
 
@@ -71,7 +71,7 @@ def host_problem(batch):
 def minidiff_step(device, fused, batch):
     """cpu.py's step (loss_and_grad, Adam, float(loss)) on `device`; fused: CuPy's kernels on or off."""
     from cpu import minidiff_step as make_step
-    from minidiff import backend
+    from minidiff.accel import backend
     from minidiff.train import make_problem
     config, _, params, data = host_problem(batch)
     os.environ[backend.FUSED_VARIABLE] = "1" if fused else "0"
@@ -84,7 +84,9 @@ def minidiff_step(device, fused, batch):
 def train_step(batch):
     """All of train.train_step on the GPU with counter randomness: what a training run pays per step."""
     import numpy as np
-    from minidiff import backend, data, run
+    from minidiff.accel import backend
+    from minidiff import data
+    from minidiff.runs import loop as run
     from minidiff.train import TrainConfig, make_problem, train_step as one_step
     os.environ[backend.FUSED_VARIABLE] = "1"
     backend.use_device("gpu")
@@ -102,7 +104,7 @@ def train_step(batch):
 
 def _on(device, fused, step):
     """The step, run with the backend switched to its own device (the competitors alternate in one process)."""
-    from minidiff import backend
+    from minidiff.accel import backend
 
     def run():
         os.environ[backend.FUSED_VARIABLE] = "1" if fused else "0"
@@ -219,7 +221,7 @@ def _time_once(f):
 
 def machine(torch):
     import numpy as np
-    from minidiff import backend
+    from minidiff.accel import backend
     cupy = backend.use_device("gpu")
     props = cupy.cuda.runtime.getDeviceProperties(0)
     name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
@@ -303,7 +305,7 @@ def main():
         result["cells"].append(cell(torch, batch, args))
         if torch is not None:
             torch.cuda.empty_cache()
-        from minidiff import backend
+        from minidiff.accel import backend
         backend.use_device("gpu").get_default_memory_pool().free_all_blocks()
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gpu.json"), "w") as f:

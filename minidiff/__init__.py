@@ -46,10 +46,10 @@ Glossary (one name per symbol, used everywhere):
   x0_hat, eps_hat the network's estimates of x_0 and ε
   v               √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022)
 """
-from . import forward, schedules, targets
-from .forward import q_posterior, q_sample, q_step
-from .schedules import Schedule, make_schedule, timestep_spacing
-from .elbo import elbo  # the function; the module stays importable as `from minidiff.elbo import …`
+from minidiff import forward, schedules, targets
+from minidiff.forward import q_posterior, q_sample, q_step
+from minidiff.schedules import Schedule, make_schedule, timestep_spacing
+from minidiff.elbo import elbo  # the function; the module stays importable as `from minidiff.elbo import …`
 
 __all__ = ["Schedule", "make_schedule", "timestep_spacing", "q_sample", "q_step", "q_posterior",
            "forward", "schedules", "targets", "elbo"]

@@ -18,8 +18,8 @@ from typing import Callable, Optional
 import numpy as np
 
 # The user's own files are datafile's; these names of it stay data's too, where many callers look for them.
-from .datafile import MAX_VALUES, DataError, load_data_file, standardize, unstandardize  # noqa: F401
-from .mixture import GaussianMixture, check_count, check_rng
+from minidiff.runs.datafile import MAX_VALUES, DataError, load_data_file, standardize, unstandardize  # noqa: F401
+from minidiff.mixture import GaussianMixture, check_count, check_rng
 
 MOONS_NOISE = 0.05  # std of the noise added to the unit moons, before the rescale (common toy-diffusion setup)
 MOONS_SHIFT, MOONS_SCALE, MOONS_OFFSET = 0.3, (2.0, 3.0), -1.0  # x ← (x + 0.3)·2 − 1, y ← (y + 0.3)·3 − 1

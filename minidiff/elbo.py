@@ -34,9 +34,9 @@ import dataclasses
 
 import numpy as np
 
-from .forward import posterior_variance, q_posterior, q_sample
-from .targets import canonical_target, predicted_mean
-from .timesteps import UNIFORM_MIX
+from minidiff.forward import posterior_variance, q_posterior, q_sample
+from minidiff.targets import canonical_target, predicted_mean
+from minidiff.timesteps import UNIFORM_MIX
 
 LOG_2PI = np.log(2.0 * np.pi)
 T_SAMPLINGS = ("exact", "uniform", "importance")

@@ -15,7 +15,7 @@ and noise eps drawn by the caller, so that every result is reproducible from the
 """
 import numpy as np
 
-from .schedules import at
+from minidiff.schedules import at
 
 
 def q_sample(schedule, x0, t, eps):

@@ -34,9 +34,9 @@ import dataclasses
 import numpy as np
 from autograd import make_vjp
 
-from .elbo import check_terminal_snr, log_scale, standardized
-from .schedules import between_steps, step_angles, timestep_at
-from .targets import canonical_target, to_x0_eps
+from minidiff.elbo import check_terminal_snr, log_scale, standardized
+from minidiff.schedules import between_steps, step_angles, timestep_at
+from minidiff.targets import canonical_target, to_x0_eps
 
 LOG_2PI = np.log(2.0 * np.pi)
 RTOL, ATOL = 1e-5, 1e-5  # default tolerances of the ODE solver, per component of (x, ∫ tr)
@@ -90,9 +90,9 @@ def network_model(params, problem, config):
     x_t and the prediction are host arrays; the network runs on the device in use, x_t crossing to it and the
     prediction back by the traced transfers of backend.py, so the gradient makes the same trip in reverse.
     """
-    from . import nn  # imported here: the likelihood of a mixture's oracle needs no network code
-    from .backend import to_device, to_numpy, transfer_to_device, transfer_to_host
-    from .train import time_inputs
+    from minidiff import nn  # imported here: the likelihood of a mixture's oracle needs no network code
+    from minidiff.accel.backend import to_device, to_numpy, transfer_to_device, transfer_to_host
+    from minidiff.train import time_inputs
     params64 = {key: to_device(np.asarray(to_numpy(value), dtype=np.float64)) for key, value in params.items()}
 
     def model(x_t, t):

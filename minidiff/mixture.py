@@ -24,9 +24,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .forward import q_sample
-from .schedules import between_steps
-from .targets import canonical_target, make_target, mse_factor
+from minidiff.forward import q_sample
+from minidiff.schedules import between_steps
+from minidiff.targets import canonical_target, make_target, mse_factor
 
 LOG_2PI = np.log(2.0 * np.pi)
 WEIGHT_SUM_TOL = 1e-9  # mixture weights must sum to 1 within this (float64 round-off of a hand-typed list)

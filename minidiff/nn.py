@@ -28,8 +28,8 @@ import numbers
 
 import numpy as np
 
-from .backend import constant, get_xp
-from .primitives import concat, linear, linear_silu, residual_linear_silu, sinusoids
+from minidiff.accel.backend import constant, get_xp
+from minidiff.layers import concat, linear, linear_silu, residual_linear_silu, sinusoids
 
 MAX_PERIOD = 10_000          # Vaswani et al. 2017, §3.5: wavelengths in a geometric progression from 2π to 10000·2π
 FOURIER_BASE = math.pi       # Mildenhall et al. 2020, eq. (4): frequencies 2^0 π, 2^1 π, …, 2^(F−1) π

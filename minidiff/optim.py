@@ -19,7 +19,7 @@ below in the same order; a clipping factor is passed to it (`grad_scale`) instea
 """
 import math
 
-from .backend import fused, get_xp
+from minidiff.accel.backend import fused, get_xp
 
 ADAM_BETA1 = 0.9            # Kingma & Ba 2015, Alg. 1: "good default settings"
 ADAM_BETA2 = 0.999          # ibid.

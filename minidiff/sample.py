@@ -16,9 +16,9 @@ diffusion of its own (`respaced`): ᾱ is read at those timesteps, the step from
 """
 import numpy as np
 
-from .forward import posterior_variance
-from .schedules import from_betas, timestep_spacing
-from .targets import canonical_target, to_x0_eps
+from minidiff.forward import posterior_variance
+from minidiff.schedules import from_betas, timestep_spacing
+from minidiff.targets import canonical_target, to_x0_eps
 
 SAMPLERS = ("ddpm", "ddim", "ode")
 

@@ -6,7 +6,7 @@ al. 2023 (Table 2); karras puts the steps on the σ grid of Karras et al. 2022, 
 """
 import numpy as np
 
-from .named_schedules import ScheduleError
+from minidiff.named_schedules import ScheduleError
 
 SPACINGS = ("linspace", "leading", "trailing", "karras")  # Lin et al. 2023, Table 2; Karras et al. 2022
 KARRAS_RHO = 7.0  # Karras et al. 2022, eq. (5) and Table 1

@@ -22,8 +22,8 @@ import re
 
 import numpy as np
 
-from .forward import posterior_variance
-from .schedules import at
+from minidiff.forward import posterior_variance
+from minidiff.schedules import at
 
 TARGETS = ("eps", "x0", "v", "score", "mu")
 ALIASES = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}  # diffusers' prediction_type names

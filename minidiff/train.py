@@ -19,12 +19,13 @@ import numbers
 
 import numpy as np
 
-from . import counter, nn, optim
-from .backend import fused, get_xp, to_device, to_numpy
-from .primitives import value_and_vjp, weighted_squared_error
-from .schedules import make_schedule
-from .targets import canonical_target, loss_weight, make_target, parse_weighting
-from .timesteps import TimestepSampler
+from minidiff.accel import counter
+from minidiff import nn, optim
+from minidiff.accel.backend import fused, get_xp, to_device, to_numpy
+from minidiff.layers import value_and_vjp, weighted_squared_error
+from minidiff.schedules import make_schedule
+from minidiff.targets import canonical_target, loss_weight, make_target, parse_weighting
+from minidiff.timesteps import TimestepSampler
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 TIME_INPUTS = ("t", "log_snr")
@@ -309,8 +310,8 @@ def _check_types(config):
 
 def _range_checks(config):
     """(ok, message) for every option that has a range or a list of names."""
-    from . import data
-    from .timesteps import T_SAMPLINGS
+    from minidiff import data
+    from minidiff.timesteps import T_SAMPLINGS
     positive = ["n_train", "T", "steps", "batch_size", "hidden", "depth", "time_dim", "log_every", "checkpoint_every",
                 "max_skips"]
     names = [("dtype", DTYPES), ("time_input", TIME_INPUTS), ("t_sampling", T_SAMPLINGS),

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minidiff import run as runs
+from minidiff.runs import loop as runs
 from minidiff.schedules import make_schedule
 from minidiff.train import TIME_INPUTS, time_inputs
 

@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from minidiff import datafile
+from minidiff.runs import datafile
 from minidiff.data import DATASETS, dataset_names, get_mixture, sample_dataset
-from minidiff.datafile import DataError, load_data_file, standardize, unstandardize
+from minidiff.runs.datafile import DataError, load_data_file, standardize, unstandardize
 
 Z = 5.0  # Monte Carlo tolerance in standard errors
 N = 4000

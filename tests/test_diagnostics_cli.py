@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minidiff.diagnostics import trajectory
+from minidiff.lab.diagnostics import trajectory
 from minidiff.train import TrainConfig
 
 TINY_NET = ["--T", "40", "--hidden", "16", "--depth", "1"]

@@ -6,7 +6,7 @@ from autograd import grad
 
 from minidiff import nn
 from minidiff.data import get_mixture
-from minidiff.diagnostics import gradvar, pergrad, target_stats
+from minidiff.lab.diagnostics import gradvar, pergrad, target_stats
 from minidiff.schedules import make_schedule
 from minidiff.targets import TARGETS, make_target
 from minidiff.train import TrainConfig, loss_and_grad, make_problem, per_example_loss

@@ -3,8 +3,9 @@ directions, curvature fits, and the random-walk baseline of trajectory PCA (each
 import numpy as np
 import pytest
 
-from minidiff import nn, run
-from minidiff.diagnostics import gradvar, landscape, studies, trajectory
+from minidiff import nn
+from minidiff.runs import loop as run
+from minidiff.lab.diagnostics import gradvar, landscape, applied, trajectory
 from minidiff.train import TrainConfig, make_problem, per_example_loss
 
 TINY = dict(T=40, hidden=16, depth=2, time_dim=8, n_train=256, batch_size=32, log_every=5, checkpoint_every=10,
@@ -122,7 +123,7 @@ def test_training_in_segments_records_the_same_run(tmp_path):
 def test_landscape_of_a_run_with_snapshots(tmp_path):
     out = str(tmp_path / "r")
     trajectory.train_with_snapshots(TrainConfig(**TINY), out, 5, evaluate=False)
-    result = studies.landscape_of_run(out, span=0.5, points=5, grid=3, n=32)
+    result = applied.landscape_of_run(out, span=0.5, points=5, grid=3, n=32)
     assert result["surface"][1][1] == pytest.approx(result["loss"], rel=1e-14)
     assert result["slice_d"][2] == pytest.approx(result["loss"], rel=1e-14)
     assert len(result["pca"]["coords"]) == 5 and result["pca"]["surface"].shape == (3, 3)

@@ -1,11 +1,12 @@
-"""What `gradvar`, `landscape` and `sweep` write and print (diagnostics/reports.py), and the checks studies.py makes
+"""What `gradvar`, `landscape` and `sweep` write and print (diagnostics/reports.py), and the checks applied.py makes
 for them: each table's numbers read back against the records, each file against what it must hold."""
 import json
 import os
 
 import pytest
 
-from minidiff.diagnostics import reports, studies, trajectory
+from minidiff.lab import reports
+from minidiff.lab.diagnostics import applied, trajectory
 from minidiff.train import ConfigError, TrainConfig
 
 PRINTED = 5e-4  # relative: the tables print four significant digits
@@ -15,15 +16,15 @@ TINY = dict(dataset="gmm2d", T=20, time_dim=8, n_train=128, batch_size=16, steps
 
 def test_no_measurable_combination_is_a_config_error_with_the_first_reason():
     with pytest.raises(ConfigError, match="no combination can be measured: at T=10 the default beta_end"):
-        studies.check_measurable("moons", ["linear"], ["eps"], ["uniform"], T=10)
-    assert studies.check_measurable("moons", ["linear", "cosine"], ["eps"], ["uniform"], T=10) is None
+        applied.check_measurable("moons", ["linear"], ["eps"], ["uniform"], T=10)
+    assert applied.check_measurable("moons", ["linear", "cosine"], ["eps"], ["uniform"], T=10) is None
 
 
 def test_gradvar_files_and_table(tmp_path):
     # at T = 10 the linear schedule is undefined: its record is skipped, with the reason, and drawn nowhere
-    records = studies.gradvar_at_init("gmm2d", ["cosine", "linear"], ["eps"], ["uniform"], T=10, n=32, n_buckets=2,
+    records = applied.gradvar_at_init("gmm2d", ["cosine", "linear"], ["eps"], ["uniform"], T=10, n=32, n_buckets=2,
                                       network=dict(hidden=8, depth=1))
-    scales = studies.target_study("gmm2d", ["cosine"], ["eps"], ["uniform"], T=10, n=64, n_times=3)
+    scales = applied.target_study("gmm2d", ["cosine"], ["eps"], ["uniform"], T=10, n=64, n_times=3)
     out, plot = str(tmp_path / "g.json"), str(tmp_path / "g.png")
     written = reports.write_gradvar(records, out, plot, {"n": 32}, targets=scales)
     assert written == [out, str(tmp_path / "g.csv"), plot, str(tmp_path / "g_targets.png")]
@@ -51,15 +52,15 @@ def snapshot_runs(tmp_path_factory):
 
 def test_same_network_compares_the_parameter_shapes(snapshot_runs):
     a, b, wide = snapshot_runs
-    assert studies.same_network(a, b) and not studies.same_network(a, wide)
+    assert applied.same_network(a, b) and not applied.same_network(a, wide)
 
 
 def test_landscape_files_and_table(snapshot_runs, tmp_path):
     a, b, _ = snapshot_runs
     options = dict(span=0.5, points=5, grid=3, n=16, seed=1)
-    results = studies.landscapes_of_runs([a, b], **options)
+    results = applied.landscapes_of_runs([a, b], **options)
     assert [r["run"] for r in results] == [a, b]
-    assert results[1]["curvature_d"] == studies.landscape_of_run(b, **options)["curvature_d"]
+    assert results[1]["curvature_d"] == applied.landscape_of_run(b, **options)["curvature_d"]
     out, plot = str(tmp_path / "l.json"), str(tmp_path / "l.svg")
     written = reports.write_landscape(results, None, out, plot)
     assert written == [out, str(tmp_path / "l.csv"), plot, str(tmp_path / "l_trajectory.svg")]

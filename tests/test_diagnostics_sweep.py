@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from minidiff import run
-from minidiff.diagnostics import sweep
+from minidiff.runs import loop as run
+from minidiff.lab.diagnostics import sweep
 from minidiff.train import DivergenceError
 
 BASE = dict(dataset="gmm2d", T=40, hidden=16, depth=1, time_dim=8, n_train=256, batch_size=32, steps=20,

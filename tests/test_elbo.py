@@ -239,7 +239,7 @@ def test_elbo_command_with_the_oracle_alone(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from minidiff import run
+    from minidiff.runs import loop as run
     from minidiff.train import TrainConfig
     out = str(tmp_path_factory.mktemp("run"))
     run.train(TrainConfig(dataset="gmm2d", target="v", schedule="cosine", steps=20, T=50, hidden=16, depth=2,

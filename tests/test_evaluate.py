@@ -4,7 +4,8 @@ errors a user can make (each before any work)."""
 import numpy as np
 import pytest
 
-from minidiff import evaluate, run
+from minidiff.lab import evaluate
+from minidiff.runs import loop as run
 from minidiff.elbo import elbo
 from minidiff.train import TrainConfig
 

@@ -21,10 +21,12 @@ from click.testing import CliRunner
 
 import cli
 import fake_cupy
-from minidiff import backend, counter, data, optim, primitives, run, runfolder, runlog
-from minidiff.backend import to_device, to_numpy
-from minidiff.primitives import value_and_vjp
-from minidiff.diagnostics import gradvar, landscape
+from minidiff.accel import backend, counter
+from minidiff import data, optim, layers as primitives
+from minidiff.runs import loop as run, folder as runfolder, log as runlog
+from minidiff.accel.backend import to_device, to_numpy
+from minidiff.layers import value_and_vjp
+from minidiff.lab.diagnostics import gradvar, landscape
 from minidiff.elbo import elbo
 from minidiff.likelihood import flow_nll, network_model
 from minidiff.sample import sample
@@ -455,7 +457,7 @@ def test_a_counter_run_resumes_to_the_same_bytes_and_differs_from_numpy(tmp_path
 
 def test_a_checkpoint_older_than_the_randomness_option_still_resumes(tmp_path):
     """Runs from before TrainConfig.randomness drew with NumPy: their checkpoints say nothing, and mean 'numpy'."""
-    from minidiff import checkpoint as ckpt
+    from minidiff.runs import checkpoint as ckpt
     config = TrainConfig(**{**SMALL, "steps": 20, "checkpoint_every": 10})
     run.train(config, str(tmp_path), stop_at=10, progress=False, evaluate=False)
     path = str(tmp_path / ckpt.CHECKPOINT_FILE)

@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from minidiff import make_schedule
 from minidiff.data import get_mixture
-from minidiff.mixture import (GaussianMixture, irreducible_loss, nll, oracle, posterior_cov, posterior_mean,
-                              posterior_trace_cov)
+from minidiff.mixture import GaussianMixture, irreducible_loss, nll, oracle, posterior_cov, posterior_mean, posterior_trace_cov
 from minidiff.targets import TARGETS, make_target, mse_factor, to_x0_eps
 
 Z = 5.0  # Monte Carlo tolerance in standard errors: a false alarm has probability ~6e-7 per comparison

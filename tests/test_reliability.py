@@ -17,8 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minidiff import checkpoint as ckpt
-from minidiff import datafile, nn, optim, run, runlog
+from minidiff.runs import checkpoint as ckpt
+from minidiff.runs import datafile, loop as run, log as runlog
+from minidiff import nn, optim
 from minidiff.train import DivergenceError, TrainConfig, make_problem, train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from minidiff.elbo import gaussian_kl
-from minidiff.schedules import (SCHEDULES, PriorTermWarning, ScheduleError, between_steps, from_betas,
-                                log_snr_continuous, make_schedule, step_angles, timestep_at, timestep_spacing)
+from minidiff.schedules import SCHEDULES, PriorTermWarning, ScheduleError, between_steps, from_betas, log_snr_continuous, make_schedule, step_angles, timestep_at, timestep_spacing
 
 REL = 1e-5  # REFERENCE.md prints 6 significant digits
 

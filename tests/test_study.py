@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minidiff import study
-from minidiff.study import report
+from minidiff.lab import study
+from minidiff.lab.study import render as report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHEAP = ["schedules", "forward", "weighting"]  # no training: each renders in about a second

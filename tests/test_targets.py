@@ -8,9 +8,7 @@ from hypothesis import given, settings, strategies as st
 from minidiff.elbo import gaussian_kl
 from minidiff.forward import posterior_variance, q_posterior, q_sample
 from minidiff.schedules import SCHEDULES, PriorTermWarning, make_schedule
-from minidiff.targets import (TARGETS, WEIGHTINGS, canonical_target, implied_weighting, loss_weight,
-                              make_target, mean_coefficient, mse_factor, parse_weighting, predicted_mean,
-                              to_x0_eps)
+from minidiff.targets import TARGETS, WEIGHTINGS, canonical_target, implied_weighting, loss_weight, make_target, mean_coefficient, mse_factor, parse_weighting, predicted_mean, to_x0_eps
 
 
 def schedule(name="cosine", T=1000, **kw):

@@ -9,11 +9,10 @@ import pytest
 from minidiff import nn
 from minidiff.data import get_mixture
 from minidiff.mixture import irreducible_loss
-from minidiff.run import load_run, train
+from minidiff.runs.loop import load_run, train
 from minidiff.targets import TARGETS, make_target
 from minidiff.timesteps import HISTORY, make_timestep_sampler
-from minidiff.train import (ConfigError, TrainConfig, loss_and_grad, make_problem, per_example_loss, time_inputs,
-                            validate)
+from minidiff.train import ConfigError, TrainConfig, loss_and_grad, make_problem, per_example_loss, time_inputs, validate
 from minidiff.forward import q_sample
 
 TINY = dict(T=50, hidden=16, depth=2, time_dim=8, dtype="float64", n_train=256, batch_size=32, log_every=5,

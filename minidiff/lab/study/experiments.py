@@ -1,0 +1,246 @@
+"""The experiments of the study, one pair per figure: `NAME(context) -> data` and `draw_NAME(data) -> Figure`.
+
+Every data dict is plain JSON (lists, numbers, strings), so a figure can be redrawn — and the study's tables
+rebuilt — from figures/data/NAME.json alone. The trained runs that several figures share (one per target on two
+moons, one per target on gmm2d, the zero-terminal-SNR runs) are trained once into the context's cache and reused
+while their configuration is unchanged; every run is seeded, so reusing one gives the same numbers as retraining it.
+"""
+import os
+import shutil
+import warnings
+
+import numpy as np
+
+from minidiff import data as datasets
+from minidiff.lab import figures
+from minidiff.lab.diagnostics import applied
+from minidiff.lab.diagnostics.sweep import BAR_OVER_FLOOR, SweepConfig, run_sweep
+from minidiff.schedules import SCHEDULES, PriorTermWarning, make_schedule
+from minidiff.targets import TARGETS, WEIGHTINGS, implied_weighting, mse_factor
+from minidiff.train import TrainConfig
+from minidiff.lab.study import trained as shared
+
+T = 1000  # every experiment uses the reference T of Ho et al. 2020
+FORWARD_STEPS = (0, 50, 150, 300, 500, 999)
+ROUND = 5  # decimals kept for points stored in JSON (samples, the forward process)
+FLOOR_TIMES = 25  # timesteps at which the oracle's loss floor is estimated (Monte Carlo over x_t)
+WEIGHTING_POINTS = 200  # timesteps kept per w(λ) curve, log-spaced in t so that the clean end is dense
+SWEEP_BATCH, SWEEP_DEPTH, SWEEP_QUALITY_N = 128, 2, 500  # the sweep's smaller runs: 64-wide (FULL), 2 hidden layers
+
+
+def _quiet_schedule(name, T=T, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PriorTermWarning)
+        return make_schedule(name, T, **options)
+
+
+# --- noise schedules ---------------------------------------------------------------------------------------------
+
+def schedules(context):
+    rows = []
+    cases = [(name, T, zero, {}) for name in SCHEDULES for zero in (False, True)]
+    cases.append(("linear", 50, False, {"beta_start": 1e-4, "beta_end": 0.02}))
+    for name, steps, zero, options in cases:
+        s = _quiet_schedule(name, steps, zero_terminal_snr=zero, **options)
+        rows.append(dict(name=name, T=steps, zero_terminal_snr=zero, unscaled=bool(options),
+                         alpha_bar_last=s.alpha_bar[-1], alpha_bar_before_last=s.alpha_bar[-2], log_snr_first=s.log_snr[0],
+                         log_snr_last=s.log_snr[-1] if np.isfinite(s.log_snr[-1]) else None, prior_kl=s.prior_kl))
+    return dict(T=T, rows=rows)
+
+
+def draw_schedules(data):
+    return figures.schedules_figure(data["T"])
+
+
+def forward(context):
+    rng = np.random.default_rng(context.seed)
+    x0 = datasets.sample_dataset("moons", 1000, rng)
+    s = _quiet_schedule("cosine")
+    panels = []
+    for t in FORWARD_STEPS:
+        x_t = np.sqrt(s.alpha_bar[t]) * x0 + np.sqrt(1 - s.alpha_bar[t]) * rng.standard_normal(x0.shape)
+        panels.append(dict(t=t, alpha_bar=s.alpha_bar[t], snr=s.snr[t], points=np.round(x_t, ROUND)))
+    return dict(dataset="moons", schedule="cosine", T=T, panels=panels)
+
+
+def draw_forward(data):
+    return figures.forward_figure(data)
+
+
+# --- targets and weightings ------------------------------------------------------------------------------------
+
+def target_scale(context):
+    n = context.budget.gradvar_n
+    study = applied.target_study("gmm2d", ["cosine", "linear"], TARGETS, ["uniform"], T=T, n=n, n_times=FLOOR_TIMES,
+                                 seed=context.seed)
+    at = [0, T // 2, T - 1]  # k_X(t) = ‖X − X̂‖² / ‖x_0 − x0_hat‖²: how an error in x_0 shows in each target
+    factors = {name: {target: dict(t=at, k=mse_factor(target, _quiet_schedule(name), np.array(at)))
+                      for target in TARGETS} for name in ("cosine", "linear")}
+    return dict(dataset="gmm2d", T=T, scales=study["scales"], floors=study["floors"], mse_factor=factors)
+
+
+def draw_target_scale(data):
+    floors = {key: {target: tuple(curve) for target, curve in panel.items()} for key, panel in data["floors"].items()}
+    return figures.target_scale_figure(data["scales"], floors)
+
+
+def weighting(context):
+    panels = {}
+    for schedule in ("cosine", "linear"):
+        s = _quiet_schedule(schedule)
+        keep = np.unique(np.geomspace(1, T, WEIGHTING_POINTS).astype(int) - 1)  # dense where λ changes fast
+        for name in WEIGHTINGS:
+            curves = {}
+            for target in TARGETS:
+                with np.errstate(all="ignore"):
+                    lam, w = implied_weighting(name, target, s)
+                curves[target] = dict(log_snr=lam[keep], w=w[keep])
+            panels[f"{schedule}, {name}"] = curves
+    return dict(T=T, panels=panels)
+
+
+def draw_weighting(data):
+    return figures.weighting_figure(data)
+
+
+def elbo_terms(context):
+    return shared.oracle_bounds(context)
+
+
+def draw_elbo_terms(data):
+    return figures.bound_table_figure(data)
+
+
+# --- training, per target ----------------------------------------------------------------------------------------
+
+def training(context):
+    rows = []
+    for target in TARGETS:
+        out, config = shared.moons_run(context, target)
+        log = np.loadtxt(os.path.join(out, "loss_log.csv"), delimiter=",", skiprows=1, ndmin=2)
+        quality = shared.quality(context, out)
+        del quality["samples"]  # drawn by the `samples` figure
+        rows.append(dict(target=target, steps=log[:, 0], loss=log[:, 1], grad_norm=log[:, 2],
+                         loss_by_t=log[:, 3:13], **quality))
+    return dict(dataset="moons", schedule=TrainConfig.schedule, T=T, steps=context.budget.train_steps,
+                snapshot_every=context.budget.snapshot_every, quality_n=context.budget.quality_n, rows=rows)
+
+
+def draw_training(data):
+    return figures.training_figure(data)
+
+
+def samples(context):
+    panels = []
+    for target in TARGETS:
+        out, _ = shared.moons_run(context, target)
+        quality = shared.quality(context, out)
+        panels.append(dict(target=target, samples=np.round(quality.pop("samples"), ROUND), **quality))
+    held = shared.held_out(context, "moons")
+    return dict(dataset="moons", held_out=np.round(held, ROUND), panels=panels)
+
+
+def draw_samples(data):
+    return figures.samples_grid_figure(data)
+
+
+# --- gradient noise, landscapes, trajectories --------------------------------------------------------------------
+
+def gradvar(context):
+    records = applied.gradvar_at_init("moons", ["cosine", "linear"], TARGETS, ["uniform", "min-snr", "elbo"], T=T,
+                                      n=context.budget.gradvar_n, seed=context.seed)
+    return dict(n=context.budget.gradvar_n, records=records)
+
+
+def draw_gradvar(data):
+    return figures.gradvar_figure(data["records"])
+
+
+def gradvar_along(context):
+    run_dirs = [shared.moons_run(context, target)[0] for target in TARGETS]
+    records = applied.gradvar_of_runs(run_dirs, n=context.budget.gradvar_n, seed=context.seed)
+    for record in records:
+        record["source"] = os.path.basename(record["source"])
+    return dict(records=records)
+
+
+def draw_gradvar_along(data):
+    return figures.gradvar_along_figure(data["records"])
+
+
+def landscape(context):
+    return context.memo("landscape", lambda: _landscapes(context))
+
+
+def _landscapes(context):
+    b = context.budget
+    results = []
+    for target in TARGETS:
+        out, _ = shared.moons_run(context, target)
+        result = applied.landscape_of_run(out, points=b.landscape_points, grid=b.landscape_grid, n=b.landscape_n,
+                                          seed=context.seed)
+        result["run"] = os.path.basename(result["run"])
+        results.append(result)
+    return dict(results=results)
+
+
+def draw_landscape(data):
+    return figures.landscape_figure(data["results"])
+
+
+def trajectory(context):
+    """The PCA of each run's path: computed with the landscapes (the loss on the PCA plane needs the same batch)."""
+    results = context.memo("landscape", lambda: landscape(context))["results"]
+    return dict(results=[dict(target=r["target"], pca=r["pca"]) for r in results if "pca" in r])
+
+
+def draw_trajectory(data):
+    return figures.trajectory_figure(data["results"])
+
+
+# --- stability, likelihood, terminal SNR -------------------------------------------------------------------------
+
+def stability(context):
+    b = context.budget
+    base = dict(dataset="moons", T=T, steps=b.sweep_steps, batch_size=SWEEP_BATCH, hidden=b.sweep_hidden,
+                depth=SWEEP_DEPTH, log_every=50, checkpoint_every=50)
+    sweep = SweepConfig(lrs=b.sweep_lrs, targets=TARGETS, seeds=b.sweep_seeds, base=base,
+                        check_every=max(b.sweep_steps // 4, 50), quality_n=min(b.quality_n, SWEEP_QUALITY_N))
+    folder = context.path("sweep")
+    shutil.rmtree(folder, ignore_errors=True)
+    rows = run_sweep(sweep, folder, workers=context.workers)
+    keep = ("lr", "target", "schedule", "weighting", "seed", "status", "diverged", "diverged_at_step",
+            "steps_to_bar", "energy_distance", "energy_floor", "quality_bar", "elbo_nats", "reason")
+    settings = dict(base, seeds=len(b.sweep_seeds), quality_n=sweep.quality_n, quality_steps=sweep.quality_steps,
+                    bar_over_floor=BAR_OVER_FLOOR)
+    return dict(settings=settings, rows=[{k: r.get(k) for k in keep} for r in rows])
+
+
+def draw_stability(data):
+    return figures.sweep_figure(data["rows"])
+
+
+def nll(context):
+    return shared.trained_likelihoods(context)
+
+
+def draw_nll(data):
+    return figures.nll_figure(data)
+
+
+def zero_snr(context):
+    rows = []
+    for schedule in ("linear", "cosine", "scaled_linear"):
+        for zero in (False, True):
+            out, config = shared.moons_run(context, "v", schedule=schedule, zero_terminal_snr=zero, snapshots=False)
+            quality = shared.quality(context, out)
+            held = shared.held_out(context, "moons")
+            rows.append(dict(schedule=schedule, zero_terminal_snr=zero,
+                             alpha_bar_last=_quiet_schedule(schedule, zero_terminal_snr=zero).alpha_bar[-1],
+                             mean_error=np.linalg.norm(quality["samples"].mean(0) - held.mean(0)),
+                             energy_distance=quality["energy_distance"], energy_floor=quality["energy_floor"]))
+    return dict(target="v", dataset="moons", rows=rows)
+
+
+def draw_zero_snr(data):
+    return figures.zero_snr_figure(data)

@@ -1,0 +1,350 @@
+"""The operations the denoiser is made of, as autograd primitives with their forward and backward side by side.
+
+autograd's own wrappers assume NumPy arrays in places (DESIGN.md, "Autograd on CuPy"), so the network's operations are written here as primitives whose forward and
+backward use only the arrays' own methods (`a.dot(b)`, `a.sum(axis=0)`, `a.T`), arithmetic operators and the
+elementwise functions of `get_xp()`: one definition serves NumPy and CuPy.
+
+Each primitive keeps its forward and its backward side by side (as micrograd does). For an output z, the backward
+turns the upstream gradient z̄ = ∂L/∂z into x̄ = ∂L/∂x for each input x: a vector-Jacobian product (VJP).
+
+Speed. A forward may keep arrays for its backward in `saved`, a dict made fresh for every call (PyTorch's
+`ctx.save_for_backward`). In-place operations touch only arrays the function allocated itself — never an input, a
+saved value or the incoming gradient, which autograd may hand to several VJPs (and `autograd.jacobian` calls each
+VJP once per output).
+
+What can be differentiated: first derivatives with respect to any input — `value_and_grad` w.r.t. the params,
+`jacobian`/`elementwise_grad` w.r.t. x. A derivative of a derivative (grad of grad, a Hessian, the gradient of a
+Jacobian trace) is not supported: the backward formulas read plain arrays saved by the forward pass, which an outer
+trace cannot see, so such a call raises NotImplementedError instead of returning a wrong number.
+
+Where the time goes, and what is done about it (measured on the project's 2-core machine with one BLAS thread, the
+default 34-256-256-256-2 network, fp32; `python benchmarks/cpu.py` measures it all again, README "Performance"):
+- Matrix products are most of the arithmetic (80 % of a step at batch 4096), and NumPy hands them to BLAS; the rest
+  is elementwise passes over (B, 256) arrays, Python and memory. So each primitive makes as few passes and fresh
+  arrays as it can, and the loss is one primitive (`weighted_squared_error`).
+- Fresh memory page-faults: `backend._keep_freed_memory` keeps freed blocks for the next step.
+- autograd's containers: differentiating a function of a params dict scatters each gradient into a zero-filled copy
+  of the whole dict. `value_and_vjp` differentiates with respect to each array directly.
+- A call with no traced input is a plain call: no trace, nothing saved for a backward that will not come (sampling).
+
+On the GPU each primitive's elementwise work is one fused kernel (`kernels.py`, through `backend.fused()`).
+"""
+import inspect
+
+from autograd.core import VJPNode, add_outgrads
+from autograd.extend import defvjp_argnums, primitive
+from autograd.tracer import isbox, new_box, trace_stack
+from autograd.util import toposort
+
+from minidiff.accel.backend import fused, get_xp
+
+
+def _primitive(name, forward, backward):
+    """The public function `name`: `forward(*inputs, saved, **options)` with `backward` as its VJP.
+
+    `backward(g, wanted, out, *inputs, saved, **options)` returns the gradient for each input index in `wanted`,
+    given g = ∂L/∂out. When no input is traced, `forward` runs as a plain function with saved=None: nothing is
+    recorded, and a forward may skip work that only its backward needs.
+    """
+    traced = primitive(forward)
+
+    def make_vjp(wanted, out, inputs, options):
+        if any(isbox(a) for a in inputs):
+            raise NotImplementedError(f"minidiff.layers.{name}: second derivatives are not supported (its "
+                                      "backward reads arrays saved by the forward pass); see primitives' docstring")
+        return lambda g: backward(g, wanted, out, *inputs, **options)
+
+    defvjp_argnums(traced, make_vjp)
+
+    def call(*inputs, **options):
+        if any(isbox(a) for a in inputs):
+            return traced(*inputs, saved={}, **options)
+        return forward(*inputs, saved=None, **options)
+
+    signature = inspect.signature(forward)                # shown by help(): the forward's, less `saved`
+    call.__signature__ = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "saved"])
+    call.__name__, call.__qualname__, call.__doc__ = name, name, forward.__doc__
+    return call
+
+
+def _affine_grads(gz, wanted, x, W, skip=None):
+    """The backward of z = x W + b:  x̄ = z̄ Wᵀ,  W̄ = xᵀ z̄,  b̄ = Σ_rows z̄  (plus `skip` added to x̄)."""
+    grads = []
+    for i in wanted:
+        if i == 0:
+            gx = gz.dot(W.T)                            # (B, n)
+            if skip is not None:
+                gx += skip
+            grads.append(gx)
+        elif i == 1:
+            grads.append(x.T.dot(gz))                   # (n, m)
+        else:
+            grads.append(_sum_rows(gz))                 # (m,)
+    return grads
+
+
+def _fusable(*arrays):
+    """The fused kernels, if they are in use and the arrays share one float dtype (else None: the NumPy way)."""
+    kernels = fused()
+    if kernels is None or any(a.dtype != arrays[0].dtype for a in arrays) or arrays[0].dtype.kind != "f":
+        return None
+    return kernels
+
+
+def _sum_rows(g):
+    """Σ_rows g: NumPy's sum; on the device a product with a vector of ones, which reads g in order (CuPy's sum
+    over axis 0 strides across rows)."""
+    kernels = _fusable(g)
+    return g.sum(axis=0) if kernels is None else kernels.sum_rows(g)
+
+
+# SiLU(z) = z σ(z) (Elfwing et al. 2018; Hendrycks & Gimpel 2016), with σ(z) = ½ (1 + tanh(z/2)): the tanh form
+# never overflows (1/(1 + e^(−z)) does for z < −88 in fp32).
+#   forward   s = σ(z),  y = z s
+#   backward  z̄ = ȳ (s + y (1 − s))        since dy/dz = s + z s (1 − s) = s + y (1 − s)
+# On the GPU the bias add, the forward and the backward are one kernel each (kernels.py: bias_silu, silu_backward).
+
+def _silu_inplace(z, saved, b=None):
+    """Overwrite the fresh array z with SiLU(z + b) (b: a bias row, or None); keep y and σ for the backward (if
+    there is one)."""
+    kernels = _fusable(z) if b is None else _fusable(z, b)
+    if kernels is not None:
+        return kernels.bias_silu(z, z.dtype.type(0) if b is None else b, saved)
+    if b is not None:
+        z += b
+    z *= 0.5                                            # z/2
+    s = get_xp().tanh(z)                                # tanh(z/2)
+    s += 1                                              # 1 + tanh(z/2) = 2σ(z)
+    z *= s                                              # z/2 · 2σ(z) = y
+    if saved is not None:
+        s *= 0.5                                        # σ(z)
+        saved["y"], saved["s"] = z, s
+    return z
+
+
+def _silu_backward(g, saved):
+    """z̄ = ȳ (s + y (1 − s)), in one fresh buffer."""
+    s, y = saved["s"], saved["y"]
+    kernels = _fusable(g, s, y)
+    if kernels is not None:
+        return kernels.silu_backward(g, s, y)
+    gz = 1 - s
+    gz *= y
+    gz += s
+    gz *= g
+    return gz
+
+
+def _silu(z, saved):
+    """SiLU(z) = z σ(z), elementwise."""
+    return _silu_inplace(z.copy(), saved)
+
+
+def _silu_vjp(g, wanted, y, z, saved):
+    return [_silu_backward(g, saved)]
+
+
+# Affine map.
+#   forward   z = x W + b                                (B, n) (n, m) (m,) -> (B, m)
+#   backward  x̄ = z̄ Wᵀ,  W̄ = xᵀ z̄,  b̄ = Σ_rows z̄
+
+def _linear(x, W, b, saved):
+    """z = x W + b for a batch of row vectors x (B, n), W (n, m), b (m,)."""
+    z = x.dot(W)                                        # (B, m)
+    z += b
+    return z
+
+
+def _linear_vjp(g, wanted, z, x, W, b, saved):
+    return _affine_grads(g, wanted, x, W)
+
+
+# A layer: the affine map and SiLU fused, so that z is never kept and the bias add works in place.
+#   forward   y = SiLU(x W + b)
+#   backward  z̄ = ȳ (s + y (1 − s)),  then the affine backward with z̄
+
+def _linear_silu(x, W, b, saved):
+    """y = SiLU(x W + b)."""
+    return _silu_inplace(x.dot(W), saved, b)
+
+
+def _linear_silu_vjp(g, wanted, y, x, W, b, saved):
+    return _affine_grads(_silu_backward(g, saved), wanted, x, W)
+
+
+# A residual layer (He et al. 2016): the input skips past the layer and is added to its output.
+#   forward   out = h + SiLU(h W + b)
+#   backward  z̄ = out̄ (s + y (1 − s)),  h̄ = out̄ + z̄ Wᵀ (the skip passes out̄ through),  W̄ = hᵀ z̄,  b̄ = Σ_rows z̄
+
+def _residual_linear_silu(h, W, b, saved):
+    """out = h + SiLU(h W + b), with W square."""
+    kernels = _fusable(h, W, b)
+    if kernels is not None:                             # one kernel: bias, SiLU and the skip
+        return kernels.bias_silu_residual(h.dot(W), b, h, saved)
+    y = _linear_silu(h, W, b, saved)
+    if saved is None:                                   # no backward will read y: add the skip in place
+        y += h
+        return y
+    return h + y
+
+
+def _residual_linear_silu_vjp(g, wanted, out, h, W, b, saved):
+    return _affine_grads(_silu_backward(g, saved), wanted, h, W, skip=g)
+
+
+# Concatenation along an axis (autograd's own calls `.view(numpy.ndarray)`, which CuPy refuses).
+#   forward   out = [a₀ | a₁ | …] along `axis`, cast to `dtype`
+#   backward  āᵢ = the slice of out̄ that aᵢ filled, cast back to aᵢ's dtype
+
+def _slices(arrays, axis):
+    """For each array, the index that selects its block of the concatenation along `axis`."""
+    start, blocks = 0, []
+    for a in arrays:
+        blocks.append((slice(None),) * axis + (slice(start, start + a.shape[axis]),))
+        start += a.shape[axis]
+    return blocks
+
+
+def _concat(*arrays, axis, saved, dtype=None):
+    """Concatenate `arrays` along `axis` into one array of `dtype` (default: their common dtype)."""
+    xp = get_xp()
+    shape = list(arrays[0].shape)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    out = xp.empty(shape, dtype=xp.result_type(*arrays) if dtype is None else dtype)
+    for a, block in zip(arrays, _slices(arrays, axis)):
+        out[block] = a
+    return out
+
+
+def _concat_vjp(g, wanted, out, *arrays, axis, saved, dtype=None):
+    blocks = _slices(arrays, axis)
+    return [g[blocks[i]].astype(arrays[i].dtype, copy=False) for i in wanted]
+
+
+# Sinusoidal features at given angular frequencies ω (Vaswani et al. 2017, §3.5; Tancik et al. 2020).
+#   forward   out = [sin(x_d ω_k) | cos(x_d ω_k)]  for every column d and frequency k   (B, D), (K,) -> (B, 2 D K)
+#   backward  x̄_d = Σ_k ω_k (sin̄_dk cos(x_d ω_k) − cos̄_dk sin(x_d ω_k))   — read sin and cos back from out
+
+def _sinusoids(x, omega, saved):
+    """[sin(x_d ω_k) | cos(x_d ω_k)] over columns d of x (B, D) and frequencies ω (K,): shape (B, 2·D·K)."""
+    kernels = _fusable(x, omega)
+    if kernels is not None:
+        return kernels.sinusoids(x, omega)
+    xp = get_xp()
+    B, D = x.shape
+    angle = x.reshape(B, D, 1) * omega                  # (B, D, K)
+    out = xp.empty((B, 2) + angle.shape[1:], dtype=angle.dtype)
+    xp.sin(angle, out=out[:, 0])
+    xp.cos(angle, out=out[:, 1])
+    return out.reshape(B, -1)
+
+
+def _sinusoids_vjp(g, wanted, out, x, omega, saved):
+    if wanted != (0,):
+        raise NotImplementedError("minidiff.layers.sinusoids: the frequencies are constants, not differentiable")
+    shape = (x.shape[0], 2, x.shape[1], omega.shape[0])
+    g, out = g.reshape(shape), out.reshape(shape)       # (B, 2, D, K): [:, 0] is sin, [:, 1] is cos
+    return [(g[:, 0] * out[:, 1] - g[:, 1] * out[:, 0]).dot(omega)]
+
+
+# Mean squared error, optionally weighted per example; N is the number of entries of r.
+#   forward   r = pred − target,  L = (1/N) Σ_i w_i Σ_j r_ij²      (w_i = 1 when no weights are given)
+#   backward  pred̄ = L̄ (2/N) w_i r_ij,  target̄ = −pred̄
+
+def _mean_square_error(pred, target, weights=None, *, saved):
+    """(1/N) Σ w_i ‖pred_i − target_i‖² over the batch, N = pred.size; weights (B,) or None (all ones)."""
+    r = pred - target                                   # (B, …)
+    if saved is not None:
+        saved["r"] = r
+    if weights is None:
+        return r.ravel().dot(r.ravel()) / r.size
+    return (r * r).reshape(r.shape[0], -1).sum(axis=1).dot(weights.astype(r.dtype, copy=False)) / r.size
+
+
+def _mean_square_error_vjp(g, wanted, loss, pred, target, weights=None, *, saved):
+    r = saved["r"]
+    gr = r * (2 * g / r.size)
+    if weights is not None:
+        gr *= weights.astype(r.dtype, copy=False).reshape((-1,) + (1,) * (r.ndim - 1))
+    grads = {0: gr, 1: -gr}
+    if 2 in wanted:
+        raise NotImplementedError("minidiff.layers.mean_square_error: the weights are constants")
+    return [grads[i] for i in wanted]
+
+
+# Squared error per example, weighted: the training loss before its batch mean (`train.per_example_loss`).
+#   forward   r = pred − target,  ℓ_i = w_i Σ_j r_ij²          (B, …), (B, …), (B,) -> (B,)
+#   backward  pred̄_ij = 2 ℓ̄_i w_i r_ij,  target̄ = −pred̄
+# One primitive instead of autograd's generic `-`, `**2`, `.sum` and `*`: one saved array and one pass back, and a
+# backward that uses only the arrays' own methods (autograd's `.sum` VJP is one of those that assume NumPy).
+# Measured in `train.loss_and_grad` (one thread): 1.03 → 0.93 ms at batch 64 fp32, 2.25 → 2.08 ms in fp64.
+
+def _weighted_squared_error(pred, target, weights, saved):
+    """w_i ‖pred_i − target_i‖² for each example i: shape (B,); weights (B,)."""
+    kernels = _fusable(pred, target)
+    if kernels is not None:                             # one thread per example; the backward recomputes r
+        return kernels.squared_error(pred, target, weights)
+    r = pred - target                                   # (B, …)
+    if saved is not None:
+        saved["r"] = r
+    r_flat = r.reshape(r.shape[0], -1)                  # (B, D)
+    return (r_flat * r_flat).sum(axis=1) * weights.astype(r.dtype, copy=False)
+
+
+def _weighted_squared_error_vjp(g, wanted, losses, pred, target, weights, saved):
+    if 2 in wanted:
+        raise NotImplementedError("minidiff.layers.weighted_squared_error: the weights are constants")
+    kernels = _fusable(pred, target)
+    if kernels is not None:
+        g_pred = kernels.squared_error_backward(g, pred, target, weights)
+        return [g_pred if i == 0 else -g_pred for i in wanted]
+    r = saved["r"]
+    scale = (2 * g) * weights.astype(r.dtype, copy=False)                            # 2 ℓ̄_i w_i   (B,)
+    g_pred = r * scale.reshape((-1,) + (1,) * (r.ndim - 1))                          # (B, …)
+    return [g_pred if i == 0 else -g_pred for i in wanted]
+
+
+silu = _primitive("silu", _silu, _silu_vjp)
+linear = _primitive("linear", _linear, _linear_vjp)
+linear_silu = _primitive("linear_silu", _linear_silu, _linear_silu_vjp)
+residual_linear_silu = _primitive("residual_linear_silu", _residual_linear_silu, _residual_linear_silu_vjp)
+concat = _primitive("concat", _concat, _concat_vjp)
+sinusoids = _primitive("sinusoids", _sinusoids, _sinusoids_vjp)
+mean_square_error = _primitive("mean_square_error", _mean_square_error, _mean_square_error_vjp)
+weighted_squared_error = _primitive("weighted_squared_error", _weighted_squared_error, _weighted_squared_error_vjp)
+
+
+# Reverse mode with respect to several arrays at once.
+#
+# autograd differentiates with respect to one argument; a dict (or tuple) of params enters the trace as one container
+# box, and every `params[name]` inside is a primitive whose VJP scatters that array's gradient into a zero-filled copy
+# of the whole container, summed over the names: work and memory for every param at every lookup. Here each array
+# gets its own root node instead. autograd's backward pass (autograd.core.backward_pass) walks the graph from the
+# output in reverse topological order, handing each node's gradient to its parents' VJPs; this walk is the same,
+# except that it keeps the gradient that reaches each root. Measured on the default network (fp32, one thread),
+# `train.loss_and_grad` through a dict with autograd's `value_and_grad` against this: 1.6 → 1.1 ms at batch 64,
+# 13.3 → 12.0 ms at batch 1024.
+
+def value_and_vjp(fun, *arrays):
+    """(fun(*arrays), vjp) with vjp(ḡ) = [ā_1, ā_2, …], the gradient of ⟨ḡ, fun⟩ with respect to each array.
+
+    An array that the output does not depend on gets zeros. Like autograd's `make_vjp`, but for several arrays.
+    """
+    roots = [VJPNode.new_root() for _ in arrays]
+    with trace_stack.new_trace() as trace:
+        out = fun(*[new_box(a, trace, root) for a, root in zip(arrays, roots)])
+    if not (isbox(out) and out._trace == trace):        # the output does not depend on the arrays
+        return out, lambda g: [get_xp().zeros_like(a) for a in arrays]
+
+    def vjp(g):
+        at_root = {}
+        pending = {out._node: (g, False)}               # node -> (gradient so far, may it be added to in place?)
+        for node in toposort(out._node):                # every node after all of its children
+            g_node = pending.pop(node)[0]
+            if not node.parents:                        # a root: one of the arrays
+                at_root[node] = g_node
+            for parent, g_parent in zip(node.parents, node.vjp(g_node)):
+                pending[parent] = add_outgrads(pending.get(parent), g_parent)
+        return [at_root[root] if root in at_root else get_xp().zeros_like(a) for a, root in zip(arrays, roots)]
+
+    return out._value, vjp
