@@ -1,4 +1,4 @@
-"""The data: toy datasets and Gaussian mixtures with exact answers (the user's own files: `datafile.py`).
+"""The data: toy datasets and Gaussian mixtures with exact answers (a user's own file: `minidiff/runs/datafile.py`).
 
 Every generator is a pure function `(n, rng) -> (n, D)` float64 array that draws i.i.d. points from a fixed
 distribution, so two calls with fresh generators give two independent samples (which the data-vs-data floor of
@@ -17,8 +17,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-# The user's own files are datafile's; these names of it stay data's too, where many callers look for them.
-from minidiff.runs.datafile import MAX_VALUES, DataError, load_data_file, standardize, unstandardize  # noqa: F401
 from minidiff.mixture import GaussianMixture, check_count, check_rng
 
 MOONS_NOISE = 0.05  # std of the noise added to the unit moons, before the rescale (common toy-diffusion setup)

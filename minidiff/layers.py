@@ -1,7 +1,7 @@
 """The operations the denoiser is made of, as autograd primitives with their forward and backward side by side.
 
-autograd's own wrappers assume NumPy arrays in places (DESIGN.md, "Autograd on CuPy"), so the network's operations are written here as primitives whose forward and
-backward use only the arrays' own methods (`a.dot(b)`, `a.sum(axis=0)`, `a.T`), arithmetic operators and the
+autograd's own wrappers assume NumPy arrays in places (`minidiff/accel/autodiff.py` says where), so the network's
+operations are written here as primitives whose forward and backward use only the arrays' own methods (`a.dot(b)`, `a.sum(axis=0)`, `a.T`), arithmetic operators and the
 elementwise functions of `get_xp()`: one definition serves NumPy and CuPy.
 
 Each primitive keeps its forward and its backward side by side (as micrograd does). For an output z, the backward
@@ -27,44 +27,12 @@ default 34-256-256-256-2 network, fp32; `python benchmarks/cpu.py` measures it a
   of the whole dict. `value_and_vjp` differentiates with respect to each array directly.
 - A call with no traced input is a plain call: no trace, nothing saved for a backward that will not come (sampling).
 
-On the GPU each primitive's elementwise work is one fused kernel (`kernels.py`, through `backend.fused()`).
+On the GPU each primitive's elementwise work is one fused kernel: the functions marked `@fusable` are replaced by the
+kernel that `minidiff/accel/fused.py` names for them. What is written here is the plain NumPy that runs on the CPU.
 """
-import inspect
-
-from autograd.core import VJPNode, add_outgrads
-from autograd.extend import defvjp_argnums, primitive
-from autograd.tracer import isbox, new_box, trace_stack
-from autograd.util import toposort
-
-from minidiff.accel.backend import fused, get_xp
-
-
-def _primitive(name, forward, backward):
-    """The public function `name`: `forward(*inputs, saved, **options)` with `backward` as its VJP.
-
-    `backward(g, wanted, out, *inputs, saved, **options)` returns the gradient for each input index in `wanted`,
-    given g = ∂L/∂out. When no input is traced, `forward` runs as a plain function with saved=None: nothing is
-    recorded, and a forward may skip work that only its backward needs.
-    """
-    traced = primitive(forward)
-
-    def make_vjp(wanted, out, inputs, options):
-        if any(isbox(a) for a in inputs):
-            raise NotImplementedError(f"minidiff.layers.{name}: second derivatives are not supported (its "
-                                      "backward reads arrays saved by the forward pass); see primitives' docstring")
-        return lambda g: backward(g, wanted, out, *inputs, **options)
-
-    defvjp_argnums(traced, make_vjp)
-
-    def call(*inputs, **options):
-        if any(isbox(a) for a in inputs):
-            return traced(*inputs, saved={}, **options)
-        return forward(*inputs, saved=None, **options)
-
-    signature = inspect.signature(forward)                # shown by help(): the forward's, less `saved`
-    call.__signature__ = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "saved"])
-    call.__name__, call.__qualname__, call.__doc__ = name, name, forward.__doc__
-    return call
+from minidiff.accel.autodiff import primitive
+from minidiff.accel.backend import get_xp
+from minidiff.accel.fused import fusable
 
 
 def _affine_grads(gz, wanted, x, W, skip=None):
@@ -83,19 +51,11 @@ def _affine_grads(gz, wanted, x, W, skip=None):
     return grads
 
 
-def _fusable(*arrays):
-    """The fused kernels, if they are in use and the arrays share one float dtype (else None: the NumPy way)."""
-    kernels = fused()
-    if kernels is None or any(a.dtype != arrays[0].dtype for a in arrays) or arrays[0].dtype.kind != "f":
-        return None
-    return kernels
-
-
+@fusable("sum_rows")
 def _sum_rows(g):
-    """Σ_rows g: NumPy's sum; on the device a product with a vector of ones, which reads g in order (CuPy's sum
-    over axis 0 strides across rows)."""
-    kernels = _fusable(g)
-    return g.sum(axis=0) if kernels is None else kernels.sum_rows(g)
+    """Σ_rows g (on the device a product with a vector of ones, which reads g in order: CuPy's sum over axis 0
+    strides across rows)."""
+    return g.sum(axis=0)
 
 
 # SiLU(z) = z σ(z) (Elfwing et al. 2018; Hendrycks & Gimpel 2016), with σ(z) = ½ (1 + tanh(z/2)): the tanh form
@@ -104,12 +64,10 @@ def _sum_rows(g):
 #   backward  z̄ = ȳ (s + y (1 − s))        since dy/dz = s + z s (1 − s) = s + y (1 − s)
 # On the GPU the bias add, the forward and the backward are one kernel each (kernels.py: bias_silu, silu_backward).
 
+@fusable("silu_inplace")
 def _silu_inplace(z, saved, b=None):
     """Overwrite the fresh array z with SiLU(z + b) (b: a bias row, or None); keep y and σ for the backward (if
     there is one)."""
-    kernels = _fusable(z) if b is None else _fusable(z, b)
-    if kernels is not None:
-        return kernels.bias_silu(z, z.dtype.type(0) if b is None else b, saved)
     if b is not None:
         z += b
     z *= 0.5                                            # z/2
@@ -122,12 +80,10 @@ def _silu_inplace(z, saved, b=None):
     return z
 
 
+@fusable("silu_backward")
 def _silu_backward(g, saved):
     """z̄ = ȳ (s + y (1 − s)), in one fresh buffer."""
     s, y = saved["s"], saved["y"]
-    kernels = _fusable(g, s, y)
-    if kernels is not None:
-        return kernels.silu_backward(g, s, y)
     gz = 1 - s
     gz *= y
     gz += s
@@ -176,11 +132,9 @@ def _linear_silu_vjp(g, wanted, y, x, W, b, saved):
 #   forward   out = h + SiLU(h W + b)
 #   backward  z̄ = out̄ (s + y (1 − s)),  h̄ = out̄ + z̄ Wᵀ (the skip passes out̄ through),  W̄ = hᵀ z̄,  b̄ = Σ_rows z̄
 
+@fusable("residual_linear_silu")                       # on the GPU one kernel: bias, SiLU and the skip
 def _residual_linear_silu(h, W, b, saved):
     """out = h + SiLU(h W + b), with W square."""
-    kernels = _fusable(h, W, b)
-    if kernels is not None:                             # one kernel: bias, SiLU and the skip
-        return kernels.bias_silu_residual(h.dot(W), b, h, saved)
     y = _linear_silu(h, W, b, saved)
     if saved is None:                                   # no backward will read y: add the skip in place
         y += h
@@ -225,11 +179,9 @@ def _concat_vjp(g, wanted, out, *arrays, axis, saved, dtype=None):
 #   forward   out = [sin(x_d ω_k) | cos(x_d ω_k)]  for every column d and frequency k   (B, D), (K,) -> (B, 2 D K)
 #   backward  x̄_d = Σ_k ω_k (sin̄_dk cos(x_d ω_k) − cos̄_dk sin(x_d ω_k))   — read sin and cos back from out
 
+@fusable("sinusoids")
 def _sinusoids(x, omega, saved):
     """[sin(x_d ω_k) | cos(x_d ω_k)] over columns d of x (B, D) and frequencies ω (K,): shape (B, 2·D·K)."""
-    kernels = _fusable(x, omega)
-    if kernels is not None:
-        return kernels.sinusoids(x, omega)
     xp = get_xp()
     B, D = x.shape
     angle = x.reshape(B, D, 1) * omega                  # (B, D, K)
@@ -279,11 +231,9 @@ def _mean_square_error_vjp(g, wanted, loss, pred, target, weights=None, *, saved
 # backward that uses only the arrays' own methods (autograd's `.sum` VJP is one of those that assume NumPy).
 # Measured in `train.loss_and_grad` (one thread): 1.03 → 0.93 ms at batch 64 fp32, 2.25 → 2.08 ms in fp64.
 
+@fusable("squared_error")                              # on the GPU one thread per example; its backward recomputes r
 def _weighted_squared_error(pred, target, weights, saved):
     """w_i ‖pred_i − target_i‖² for each example i: shape (B,); weights (B,)."""
-    kernels = _fusable(pred, target)
-    if kernels is not None:                             # one thread per example; the backward recomputes r
-        return kernels.squared_error(pred, target, weights)
     r = pred - target                                   # (B, …)
     if saved is not None:
         saved["r"] = r
@@ -294,57 +244,23 @@ def _weighted_squared_error(pred, target, weights, saved):
 def _weighted_squared_error_vjp(g, wanted, losses, pred, target, weights, saved):
     if 2 in wanted:
         raise NotImplementedError("minidiff.layers.weighted_squared_error: the weights are constants")
-    kernels = _fusable(pred, target)
-    if kernels is not None:
-        g_pred = kernels.squared_error_backward(g, pred, target, weights)
-        return [g_pred if i == 0 else -g_pred for i in wanted]
-    r = saved["r"]
-    scale = (2 * g) * weights.astype(r.dtype, copy=False)                            # 2 ℓ̄_i w_i   (B,)
-    g_pred = r * scale.reshape((-1,) + (1,) * (r.ndim - 1))                          # (B, …)
+    g_pred = _squared_error_backward(g, pred, target, weights, saved)
     return [g_pred if i == 0 else -g_pred for i in wanted]
 
 
-silu = _primitive("silu", _silu, _silu_vjp)
-linear = _primitive("linear", _linear, _linear_vjp)
-linear_silu = _primitive("linear_silu", _linear_silu, _linear_silu_vjp)
-residual_linear_silu = _primitive("residual_linear_silu", _residual_linear_silu, _residual_linear_silu_vjp)
-concat = _primitive("concat", _concat, _concat_vjp)
-sinusoids = _primitive("sinusoids", _sinusoids, _sinusoids_vjp)
-mean_square_error = _primitive("mean_square_error", _mean_square_error, _mean_square_error_vjp)
-weighted_squared_error = _primitive("weighted_squared_error", _weighted_squared_error, _weighted_squared_error_vjp)
+@fusable("squared_error_backward")
+def _squared_error_backward(g, pred, target, weights, saved):
+    """pred̄_ij = 2 ℓ̄_i w_i r_ij."""
+    r = saved["r"]
+    scale = (2 * g) * weights.astype(r.dtype, copy=False)                            # 2 ℓ̄_i w_i   (B,)
+    return r * scale.reshape((-1,) + (1,) * (r.ndim - 1))                            # (B, …)
 
 
-# Reverse mode with respect to several arrays at once.
-#
-# autograd differentiates with respect to one argument; a dict (or tuple) of params enters the trace as one container
-# box, and every `params[name]` inside is a primitive whose VJP scatters that array's gradient into a zero-filled copy
-# of the whole container, summed over the names: work and memory for every param at every lookup. Here each array
-# gets its own root node instead. autograd's backward pass (autograd.core.backward_pass) walks the graph from the
-# output in reverse topological order, handing each node's gradient to its parents' VJPs; this walk is the same,
-# except that it keeps the gradient that reaches each root. Measured on the default network (fp32, one thread),
-# `train.loss_and_grad` through a dict with autograd's `value_and_grad` against this: 1.6 → 1.1 ms at batch 64,
-# 13.3 → 12.0 ms at batch 1024.
-
-def value_and_vjp(fun, *arrays):
-    """(fun(*arrays), vjp) with vjp(ḡ) = [ā_1, ā_2, …], the gradient of ⟨ḡ, fun⟩ with respect to each array.
-
-    An array that the output does not depend on gets zeros. Like autograd's `make_vjp`, but for several arrays.
-    """
-    roots = [VJPNode.new_root() for _ in arrays]
-    with trace_stack.new_trace() as trace:
-        out = fun(*[new_box(a, trace, root) for a, root in zip(arrays, roots)])
-    if not (isbox(out) and out._trace == trace):        # the output does not depend on the arrays
-        return out, lambda g: [get_xp().zeros_like(a) for a in arrays]
-
-    def vjp(g):
-        at_root = {}
-        pending = {out._node: (g, False)}               # node -> (gradient so far, may it be added to in place?)
-        for node in toposort(out._node):                # every node after all of its children
-            g_node = pending.pop(node)[0]
-            if not node.parents:                        # a root: one of the arrays
-                at_root[node] = g_node
-            for parent, g_parent in zip(node.parents, node.vjp(g_node)):
-                pending[parent] = add_outgrads(pending.get(parent), g_parent)
-        return [at_root[root] if root in at_root else get_xp().zeros_like(a) for a, root in zip(arrays, roots)]
-
-    return out._value, vjp
+silu = primitive("silu", _silu, _silu_vjp)
+linear = primitive("linear", _linear, _linear_vjp)
+linear_silu = primitive("linear_silu", _linear_silu, _linear_silu_vjp)
+residual_linear_silu = primitive("residual_linear_silu", _residual_linear_silu, _residual_linear_silu_vjp)
+concat = primitive("concat", _concat, _concat_vjp)
+sinusoids = primitive("sinusoids", _sinusoids, _sinusoids_vjp)
+mean_square_error = primitive("mean_square_error", _mean_square_error, _mean_square_error_vjp)
+weighted_squared_error = primitive("weighted_squared_error", _weighted_squared_error, _weighted_squared_error_vjp)

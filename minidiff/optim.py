@@ -19,7 +19,8 @@ below in the same order; a clipping factor is passed to it (`grad_scale`) instea
 """
 import math
 
-from minidiff.accel.backend import fused, get_xp
+from minidiff.accel.backend import get_xp
+from minidiff.accel.fused import fusable
 
 ADAM_BETA1 = 0.9            # Kingma & Ba 2015, Alg. 1: "good default settings"
 ADAM_BETA2 = 0.999          # ibid.
@@ -55,6 +56,7 @@ def adam_update(params, grads, state, lr, beta1=ADAM_BETA1, beta2=ADAM_BETA2, ep
     return new_params, new_state
 
 
+@fusable("adam_step")                  # on the GPU one kernel, one pass
 def _adam_step(theta, g, m, v, lr, beta1, beta2, eps, correction1, correction2, decay, grad_scale):
     """Alg. 1's update of one array: three fresh buffers, each filled in place (12 passes over memory).
 
@@ -62,10 +64,6 @@ def _adam_step(theta, g, m, v, lr, beta1, beta2, eps, correction1, correction2, 
     two bias corrections folded into one step size, lr m̂_t / (√v̂_t + ε) = (lr √c2 / c1) · m_t / (√v_t + ε √c2) with
     c1 = 1 − β1^t, c2 = 1 − β2^t. Measured on the default network (fp32): 0.44 → 0.29 ms for the whole update.
     """
-    kernels = fused()
-    if kernels is not None and g.dtype == theta.dtype:  # one kernel, one pass (kernels.py: adam)
-        return kernels.adam(theta, g, m, v, grad_scale, 1 - beta1, 1 - beta2, eps * math.sqrt(correction2),
-                            -lr * math.sqrt(correction2) / correction1, lr * decay)
     xp = get_xp()
     if grad_scale != 1:
         g = g * grad_scale                              # the clipped gradient (Pascanu et al. 2013, Alg. 2)
@@ -150,16 +148,16 @@ def ema_update(ema_params, params, decay):
     An exponential form of Polyak averaging (Polyak & Juditsky 1992); Ho et al. 2020 (App. B) sample from such an
     average with decay 0.9999. Computed as θ̄ + (1 − decay)(θ − θ̄) in one fresh buffer.
     """
-    new, kernels = {}, fused()
-    for name, ema in ema_params.items():
-        if kernels is not None and params[name].dtype == ema.dtype:   # one kernel (kernels.py: ema)
-            new[name] = kernels.ema(params[name], ema, 1 - decay)
-            continue
-        delta = params[name] - ema
-        delta *= 1 - decay
-        delta += ema
-        new[name] = delta
-    return new
+    return {name: _ema_step(params[name], ema, decay) for name, ema in ema_params.items()}
+
+
+@fusable("ema_step")                   # on the GPU one kernel
+def _ema_step(theta, ema, decay):
+    """θ̄ + (1 − decay)(θ − θ̄) for one array."""
+    delta = theta - ema
+    delta *= 1 - decay
+    delta += ema
+    return delta
 
 
 def ema_decay_at(step, decay):

@@ -21,8 +21,10 @@ import numpy as np
 
 from minidiff.accel import counter
 from minidiff import nn, optim
-from minidiff.accel.backend import fused, get_xp, to_device, to_numpy
-from minidiff.layers import value_and_vjp, weighted_squared_error
+from minidiff.accel.autodiff import value_and_vjp
+from minidiff.accel.backend import get_xp, to_device, to_numpy
+from minidiff.accel.fused import fusable
+from minidiff.layers import weighted_squared_error
 from minidiff.schedules import make_schedule
 from minidiff.targets import canonical_target, loss_weight, make_target, parse_weighting
 from minidiff.timesteps import TimestepSampler
@@ -133,16 +135,13 @@ def per_example_loss(params, problem, x0, eps, t):
     return weighted_squared_error(prediction, target, problem.weight[t])  # (B,)
 
 
+@fusable("noisy_and_target")
 def noisy_and_target(problem, x0, eps, t):
     """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε (Ho et al. 2020, eq. 4) and the target X = a_t x_0 + b_t ε, each (B, D).
 
     The tables are read at each example's t and broadcast over the data dimension; on the GPU both come out of one
     kernel (kernels.py: noisy_and_target).
     """
-    tables = (problem.sqrt_alpha_bar, problem.sqrt_one_minus_alpha_bar, problem.a, problem.b)
-    kernels = fused()
-    if kernels is not None and t.dtype == np.int64 and x0.dtype == eps.dtype == problem.a.dtype:
-        return kernels.noisy_and_target(t, x0, eps, *tables)
     col = lambda v: v[t][:, None]  # noqa: E731  (per-example factor, broadcast over the data dimension)
     x_t = col(problem.sqrt_alpha_bar) * x0 + col(problem.sqrt_one_minus_alpha_bar) * eps  # (B, D)
     target = col(problem.a) * x0 + col(problem.b) * eps  # (B, D)
@@ -154,7 +153,7 @@ def loss_and_grad(params, problem, x0, eps, t, importance_weight=None):
 
     The loss is L = (1/B) Σ_i u_i ℓ_i, with ℓ_i the per-example losses and u_i the importance weights (1 without), so
     ∂L/∂ℓ_i = u_i / B: the backward pass starts from that vector at ℓ, and the mean is one dot product outside the
-    trace. The params are differentiated as separate arrays, not as a dict (`primitives.value_and_vjp`).
+    trace. The params are differentiated as separate arrays, not as a dict (`minidiff/accel/autodiff.py`).
     """
     names = list(params)
     losses, vjp = value_and_vjp(lambda *arrays: per_example_loss(dict(zip(names, arrays)), problem, x0, eps, t),

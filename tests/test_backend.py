@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from minidiff.accel import backend
-from minidiff.layers import concat, linear, linear_silu, mean_square_error, residual_linear_silu, silu, sinusoids, value_and_vjp, weighted_squared_error
+from minidiff.accel.autodiff import value_and_vjp
+from minidiff.layers import concat, linear, linear_silu, mean_square_error, residual_linear_silu, silu, sinusoids, weighted_squared_error
 
 FD_STEP = 1e-6       # central differences in fp64: truncation O(h²) ~ 1e-12, rounding O(1e-16 / h) ~ 1e-10
 FD_RTOL = 1e-6       # relative to the largest gradient entry

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minidiff.runs import loop as run
-from minidiff.lab.diagnostics import sweep
+from minidiff.lab.diagnostics import sweep, tables
 from minidiff.train import DivergenceError
 
 BASE = dict(dataset="gmm2d", T=40, hidden=16, depth=1, time_dim=8, n_train=256, batch_size=32, steps=20,
@@ -63,7 +63,7 @@ def test_divergence_table_counts_valid_cells_only():
     rows = [dict(target="eps", lr=0.1, diverged=1, status="diverged"), dict(target="eps", lr=0.1, diverged=0,
             status="ok"), dict(target="x0", lr=0.01, diverged=0, status="ok"),
             dict(target="x0", lr=0.1, diverged=None, status="invalid")]
-    targets, lrs, rate, count = sweep.divergence_table(rows)
+    targets, lrs, rate, count = tables.divergence_table(rows)
     assert targets == ["eps", "x0"] and lrs == [0.01, 0.1]
     np.testing.assert_array_equal(count, [[0, 2], [1, 0]])
     assert rate[0, 1] == 0.5 and rate[1, 0] == 0 and np.isnan(rate[0, 0]) and np.isnan(rate[1, 1])

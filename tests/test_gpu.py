@@ -25,7 +25,7 @@ from minidiff.accel import backend, counter
 from minidiff import data, optim, layers as primitives
 from minidiff.runs import loop as run, folder as runfolder, log as runlog
 from minidiff.accel.backend import to_device, to_numpy
-from minidiff.layers import value_and_vjp
+from minidiff.accel.autodiff import value_and_vjp
 from minidiff.lab.diagnostics import gradvar, landscape
 from minidiff.elbo import elbo
 from minidiff.likelihood import flow_nll, network_model

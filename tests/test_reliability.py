@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import cli
-from minidiff.runs import checkpoint as ckpt
+from minidiff.runs import checkpoint as ckpt, files
 from minidiff.runs import datafile, loop as run, log as runlog
 from minidiff import nn, optim
 from minidiff.train import DivergenceError, TrainConfig, make_problem, train_step
@@ -87,7 +87,7 @@ def test_a_checkpoint_round_trip_is_exact_and_its_bytes_carry_no_date(tmp_path):
         assert {info.date_time for info in archive.infolist()} == {ckpt.ZIP_EPOCH}  # not the time of writing
         assert {"format.npy", "format_version.npy", "checksum.npy"} <= set(archive.namelist())
     assert a.read_bytes() == b.read_bytes()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(ckpt.TEMPORARY_PREFIX)] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(files.TEMPORARY_PREFIX)] == []
 
 
 def test_the_checksum_is_sha256_over_name_dtype_shape_and_bytes():
@@ -350,7 +350,7 @@ def test_resume_drops_a_log_row_cut_off_mid_write_and_stale_temporary_files(tmp_
     run.train(config, str(part), stop_at=25, **QUIET)
     with open(part / ckpt.LOG_FILE, "a") as f:
         f.write("3")  # the start of row 30, cut off by a kill: it must not be read as step 3
-    (part / (ckpt.TEMPORARY_PREFIX + "abc123")).write_bytes(b"half a checkpoint")
+    (part / (files.TEMPORARY_PREFIX + "abc123")).write_bytes(b"half a checkpoint")
     run.train(config, str(part), resume=True, **QUIET)
     assert files_of(whole) == files_of(part)
 
@@ -360,8 +360,8 @@ def test_a_run_killed_while_drawing_its_final_samples_finishes_on_resume(tmp_pat
     shutil.copytree(finished_run, out)
     (out / "quality.json").unlink()  # written last: without it the run has not finished
     (out / "samples.png").unlink()
-    (out / (ckpt.TEMPORARY_PREFIX + "figure")).mkdir()
-    (out / (ckpt.TEMPORARY_PREFIX + "figure") / "tmp1234.png").write_bytes(b"")  # figures.save cut off
+    (out / (files.TEMPORARY_PREFIX + "figure")).mkdir()
+    (out / (files.TEMPORARY_PREFIX + "figure") / "tmp1234.png").write_bytes(b"")  # figures.save cut off
     result = invoke("train", "--out", out, "--resume", "--quiet")
     assert result.exit_code == 0, result.output
     assert files_of(out) == files_of(finished_run)  # the final loss too, though no step ran after the resume

@@ -25,7 +25,8 @@ probability about 2^40 / 2^64 per pair.
 """
 import numpy as np
 
-from minidiff.accel.backend import fused, get_xp
+from minidiff.accel.backend import get_xp
+from minidiff.accel.fused import fusable
 
 GOLDEN = 0x9E3779B97F4A7C15  # γ, Steele et al. 2014, §2
 MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # Stafford's Mix13 (Steele et al. 2014, Fig. 16)
@@ -55,29 +56,23 @@ def words(key, n):
     return z ^ (z >> xp.uint64(31))
 
 
+@fusable("uniform")
 def uniform(key, n):
     """n uniforms in [0, 1), float64."""
-    kernels = fused()
-    if kernels is not None:
-        return kernels.uniform(key, n)
     xp = get_xp()
     return (words(key, n) >> xp.uint64(11)).astype(xp.float64) * TWO_TO_MINUS_53
 
 
+@fusable("integers")
 def integers(key, n, high):
     """n integers uniform on {0, …, high − 1}, int64."""
-    kernels = fused()
-    if kernels is not None:
-        return kernels.integers(key, n, high)
     return (uniform(key, n) * high).astype(np.int64)
 
 
+@fusable("normal")
 def normal(key, shape, dtype):
     """Standard normals of `shape`, computed in float64 and rounded to `dtype`."""
     size = int(np.prod(shape))
-    kernels = fused()
-    if kernels is not None:
-        return kernels.normal(key, size, dtype).reshape(shape)
     xp = get_xp()
     u = uniform(key, 2 * size).reshape(size, 2)             # u₁ = word 2i, u₂ = word 2i + 1
     z = xp.sqrt(-2.0 * xp.log(1.0 - u[:, 0])) * xp.cos(2.0 * np.pi * u[:, 1])   # Box & Muller 1958

@@ -13,10 +13,12 @@ import click
 import numpy as np
 
 from minidiff.accel import backend
-from minidiff.runs import checkpoint
+from minidiff.runs import checkpoint, datafile, files
 from minidiff import data, schedules as schedules_module
 from minidiff.lab import figures
 from minidiff.train import ON_DIVERGENCE, RANDOMNESS, TrainConfig
+from minidiff.runs.progress import open_bar
+from minidiff.cli.common import progress_bar
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 RUN_FILES = ("config.json", "checkpoint.npz", "loss_log.csv", "samples.npy", "samples.png", "quality.json")
@@ -174,7 +176,7 @@ def _run_training(config, out, resume, quiet):
     """run.train: a divergence is a one-line error (exit 1); Ctrl-C exits with 130, the checkpoint saved."""
     from minidiff.runs import loop as run
     try:
-        run.train(config, out, resume=resume, progress=not quiet)
+        run.train(config, out, resume=resume, progress=progress_bar(quiet), echo=click.echo, plot=figures.save_samples)
     except run.DivergenceError as err:
         raise click.ClickException(str(err)) from None
     except run.Interrupted as err:
@@ -206,9 +208,9 @@ def _check_config(config):
     from minidiff.train import ConfigError, validate
     try:
         validate(config)
-        if config.data_file:  # read, split and standardised exactly as training will (data.DataError if it cannot)
+        if config.data_file:  # read, split and standardised exactly as training will (datafile.DataError if it cannot)
             run.load_training_data(config, run.generators(config.seed)[0])
-    except (ConfigError, data.DataError) as err:
+    except (ConfigError, datafile.DataError) as err:
         raise click.UsageError(str(err)) from None
 
 
@@ -298,22 +300,21 @@ def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, se
     problem = make_problem(config)
     model = model_fn(state.ema if weights == "ema" else state.params, problem, config)
     try:
-        with click.progressbar(length=steps or config.T, label=f"sampling ({sampler})", width=24, hidden=quiet,
-                               file=sys.stderr) as bar:
+        with open_bar(progress_bar(quiet), steps or config.T, f"sampling ({sampler})") as bar:
             x = draw(model, config.target, problem.schedule, (n, network.data_dim), np.random.default_rng(seed),
                      sampler=sampler, steps=steps, spacing=spacing, eta=eta, variance=variance, clip=clip,
                      progress=bar.update)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     if stats is not None:
-        x = data.unstandardize(x, stats)
+        x = datafile.unstandardize(x, stats)
     _keep_samples(x, out, plot, held, title=f"{sampler}, {steps or config.T} steps")
 
 
 def _keep_samples(x, out, plot, held, title):
     """Save the samples (.npy) and their plot against the held-out points, or without either print their moments."""
     if out:
-        checkpoint.atomic_write(out, lambda f: np.save(f, x))
+        files.atomic_write(out, lambda f: np.save(f, x))
         click.echo(f"wrote {len(x)} samples to {out}")
     if plot:
         figures.save(figures.samples_figure(x, held, title=title), plot)
@@ -333,14 +334,14 @@ def _sampling_run(run_dir, n, steps, plot):
         raise click.UsageError(f"cannot load run {run_dir!r}: {err}") from None
     if steps is not None and steps > config.T:
         raise click.BadParameter(f"at most T = {config.T} steps", param_hint="--steps")
-    if n * network.data_dim > data.MAX_VALUES:
-        raise click.BadParameter(f"{n} samples of {network.data_dim} numbers are more than {data.MAX_VALUES}",
+    if n * network.data_dim > datafile.MAX_VALUES:
+        raise click.BadParameter(f"{n} samples of {network.data_dim} numbers are more than {datafile.MAX_VALUES}",
                                  param_hint="--n")
     held = None
     if plot:  # the held-out points the plot shows
         try:
             held = run.load_training_data(config, run.generators(config.seed)[0])[1]
-        except data.DataError as err:
+        except datafile.DataError as err:
             raise click.UsageError(f"cannot plot against the run's data: {err}") from None
     return config, network, stats, state, held
 
@@ -526,7 +527,7 @@ def gradvar(runs, dataset, schedules, targets, weightings, T, n, buckets, by, hi
         _measurable(dataset, schedules, targets, weightings, T)
         if buckets > T:
             raise click.BadParameter(f"at most T = {T} buckets", param_hint="--buckets")
-    measure = dict(n=n, n_buckets=buckets, by=by, seed=seed, progress=not quiet)
+    measure = dict(n=n, n_buckets=buckets, by=by, seed=seed, progress=progress_bar(quiet))
     if runs:
         given = click.get_current_context().get_parameter_source("weightings") == click.core.ParameterSource.COMMANDLINE
         records = applied.gradvar_of_runs(runs, weightings if given else (None,), weights=weights, along=along,
@@ -588,7 +589,7 @@ def landscape(runs, span, points, grid, n, weights, interpolate, seed, out, plot
     if pair and not applied.same_network(runs[0], runs[1]):
         raise click.UsageError(f"runs {runs[0]!r} and {runs[1]!r} have different networks; use --no-interpolate")
     results = applied.landscapes_of_runs(runs, span=span, points=points, grid=grid, n=n, seed=seed, weights=weights,
-                                         progress=not quiet)
+                                         progress=progress_bar(quiet))
     line = applied.interpolation_between(runs[0], runs[1], n=n, seed=seed, weights=weights) if pair else None
     written = reports.write_landscape(results, line, out, plot)
     _echo_lines(reports.landscape_table(results), written)
@@ -642,7 +643,7 @@ def sweep(lrs, targets, schedules, weightings, seeds, dataset, T, steps, batch_s
                                   base=base, check_every=check_every, quality_n=quality_n,
                                   quality_steps=quality_steps, quality_bar=quality_bar)
     click.echo(f"{len(sweeps.cells(settings))} runs of {steps} steps on {dataset}, {workers} worker(s), into {out}")
-    rows = sweeps.run_sweep(settings, out, workers=min(workers, len(sweeps.cells(settings))), progress=not quiet)
+    rows = sweeps.run_sweep(settings, out, workers=min(workers, len(sweeps.cells(settings))), progress=progress_bar(quiet))
     _echo_lines(reports.sweep_table(rows), reports.write_sweep(rows, out))
 
 
@@ -685,7 +686,7 @@ def figures_command(quick, names, out, svg, seed, workers, study, quiet):
         study = os.path.join("docs", "study.md")
     chosen = list(names) or list(study_module.FIGURE_NAMES)
     written = study_module.regenerate(chosen, out, quick=quick, seed=seed, svg=svg, workers=workers,
-                                      progress=not quiet)
+                                      progress=progress_bar(quiet))
     click.echo(f"wrote {len(written)} files into {out}")
     if study is not None:
         missing = [n for n in report.NEEDED if not os.path.exists(study_module.data_path(out, n))]

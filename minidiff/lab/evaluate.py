@@ -13,13 +13,12 @@ points. A gap is paired — bound − exact on the same points — so the spread
 standard error. Everything is in nats per example, and in bits per dimension: nats / (D ln 2).
 """
 import os
-import sys
 from typing import Callable, NamedTuple, Optional
 
-import click
 import numpy as np
 
 from minidiff.runs import checkpoint, loop as run
+from minidiff.runs.progress import open_bar
 from minidiff import data, likelihood, mixture
 from minidiff.elbo import check_terminal_snr, elbo
 from minidiff.schedules import Schedule, make_schedule
@@ -115,7 +114,7 @@ def exact_nll(name, x0):
 
 
 def likelihoods(setup, *, seed, variance="beta_tilde", t_sampling="exact", ode=True, rtol=likelihood.RTOL,
-                atol=likelihood.ATOL, progress=True):
+                atol=likelihood.ATOL, progress=None):
     """({label: elbo.Bound}, {label: likelihood.FlowNLL}, empty without `ode`) of every model of `setup`, each bound
     with the noise of default_rng(seed); progress bars on stderr. RuntimeError when the ODE solver gives up."""
     calls = {"exact": setup.schedule.T, "importance": setup.schedule.T + 1, "uniform": 1}[t_sampling]  # see elbo()
@@ -132,7 +131,7 @@ def likelihoods(setup, *, seed, variance="beta_tilde", t_sampling="exact", ode=T
 
 
 def _bar(length, label, progress):
-    return click.progressbar(length=length, label=label, file=sys.stderr, hidden=not progress)
+    return open_bar(progress, length, label)
 
 
 def _fraction_bar(bar):

@@ -2,10 +2,10 @@
 
 A run folder holds
     config.json       the TrainConfig, the network Config and the data standardisation, as plain JSON
-                      (`runfolder.save_config`)
+                      (`folder.save_config`)
     checkpoint.npz    the step, params, EMA params, Adam state, the training generator, the importance sampler,
-                      the loss guard, the loss log's row under way, and the config (`runfolder.save_checkpoint`)
-    loss_log.csv      one row per logged step (`runlog.LossLog`)
+                      the loss guard, the loss log's row under way, and the config (`folder.save_checkpoint`)
+    loss_log.csv      one row per logged step (`log.LossLog`)
     samples.npy, samples.png, quality.json   written at the end of training, quality.json last
 
 A checkpoint is NumPy's .npz layout (a zip of .npy arrays) with three entries of its own:
@@ -16,78 +16,30 @@ Loading checks, in order: the file starts like a zip archive; every entry is a p
 allow_pickle=False (an entry holding a Python object is refused unread, so loading never runs code); the format;
 the version; the checksum. Each failure is a CheckpointError with a one-line reason.
 
-Every file is written to a temporary name in the same folder, flushed to disk and renamed over the old one, so a run
-killed at any moment leaves the previous complete file in place. Files are deterministic: checkpoint entries carry
+Every file is written atomically (`minidiff/runs/files.py`), so a run killed at any moment leaves the previous
+complete file in place. Files are deterministic: checkpoint entries carry
 a fixed date instead of the time of writing, so the same state gives the same bytes.
 """
 import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 
 import numpy as np
 
+from minidiff.runs.files import atomic_write
+
 CONFIG_FILE, CHECKPOINT_FILE, LOG_FILE = "config.json", "checkpoint.npz", "loss_log.csv"
-TEMPORARY_PREFIX = ".tmp-"
 FORMAT_NAME = "minidiff checkpoint"
 FORMAT_VERSION = 2  # 1: the first layout, without format name, checksum or config (refused)
 RESERVED = ("format", "format_version", "checksum")
 ZIP_MAGIC = b"PK\x03\x04"  # a zip archive starts with a local file header (PKWARE APPNOTE.TXT, §4.3.7)
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry (MS-DOS date, APPNOTE.TXT §4.4.6)
-FILE_MODE = 0o666  # what open() would give a new file, before the umask
-_UMASK = os.umask(0o022)  # read the process's umask (os.umask sets a new one and returns the old) …
-os.umask(_UMASK)  # … and put it back
 
 
 class CheckpointError(ValueError):
     """A checkpoint or run folder that cannot be used, with the reason."""
-
-
-# --- atomic files ---------------------------------------------------------------------------------------------
-
-def atomic_write(path, write):
-    """Call write(file_object) on a temporary file next to path, fsync it, rename it over path, fsync the folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE & ~_UMASK)  # mkstemp makes the file private (0600); give it the usual mode
-        os.replace(tmp, path)
-        _fsync_folder(folder)  # the rename itself reaches the disk (POSIX: a directory entry is data of the folder)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _fsync_folder(folder):
-    if os.name == "nt":  # Windows cannot open a folder; its rename is made durable by the file system
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def remove_temporaries(folder):
-    """Delete the temporary files that a run killed in the middle of a write left in folder (and the temporary
-    folders that earlier versions made for a figure's own temporary file)."""
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if name.startswith(TEMPORARY_PREFIX) and os.path.isdir(path):
-            shutil.rmtree(path)
-        elif name.startswith(TEMPORARY_PREFIX):
-            os.remove(path)
-
-
-def save_json(path, obj):
-    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def load_json(path):

@@ -9,8 +9,6 @@ A file is checked before it is used, and each check names the file, what is wron
 loaded); a .csv file holds comma-separated numbers with at most one header line; there are at least MIN_ROWS rows,
 at most MAX_VALUES numbers, and no NaN or Inf.
 
-`data.py` (the toy datasets) gives these names too: `data.load_data_file`, `data.DataError`, … A limit patched for a
-test must be patched here, where the checks read it.
 """
 import os
 

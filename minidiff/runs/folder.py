@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from minidiff.runs import checkpoint as ckpt
+from minidiff.runs import checkpoint as ckpt, files
 from minidiff import nn
 from minidiff.accel.backend import to_device, to_numpy
 from minidiff.runs.checkpoint import CheckpointError, FORMAT_VERSION
@@ -36,7 +36,7 @@ ADDED_OPTIONS = {"randomness": "numpy"}  # options newer than some checkpoints: 
 
 def save_config(out_dir, config, network, stats):
     """Write config.json: the format version, the TrainConfig, the network Config and the standardisation stats."""
-    ckpt.save_json(os.path.join(out_dir, ckpt.CONFIG_FILE), {
+    files.save_json(os.path.join(out_dir, ckpt.CONFIG_FILE), {
         "format_version": FORMAT_VERSION, "train": dataclasses.asdict(config),
         "network": dataclasses.asdict(network), "standardize": stats})
 

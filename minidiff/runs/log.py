@@ -19,7 +19,7 @@ import statistics
 
 import numpy as np
 
-from minidiff.runs import checkpoint as ckpt
+from minidiff.runs import checkpoint as ckpt, files
 from minidiff.accel.backend import bincount, get_xp, to_numpy
 
 LOSS_BUCKETS = 10  # the loss log reports the loss in 10 equal ranges of t
@@ -78,7 +78,7 @@ class LossLog:
             self.interval = [tuple(row) for row in pending["interval"].reshape(-1, 2)]
             self.skipped = int(pending["skipped"])
         rows = _rows_up_to(path, resume_at, self.HEADER) if resume_at is not None else []
-        ckpt.atomic_write(path, lambda f: f.write(("\n".join([self.HEADER, *rows]) + "\n").encode()))
+        files.atomic_write(path, lambda f: f.write(("\n".join([self.HEADER, *rows]) + "\n").encode()))
         self.file = open(path, "a")
 
     def add(self, step, loss, grad_norm, t, per_example, force):

@@ -24,10 +24,9 @@ import os
 import signal
 import threading
 
-import click
 import numpy as np
 
-from minidiff.runs import checkpoint as ckpt
+from minidiff.runs import checkpoint as ckpt, files
 from minidiff import data, metrics, nn, optim
 from minidiff.runs import datafile
 from minidiff.accel.backend import to_device
@@ -35,12 +34,14 @@ from minidiff.runs.folder import load_checkpoint, on_device, save_checkpoint, sa
 # Names of run too: run.load_run, used across the package, and run.load_config and run.RESUMABLE, used by cli.py.
 from minidiff.runs.folder import RESUMABLE, load_config, load_run  # noqa: F401
 from minidiff.runs.log import LossGuard, LossLog
+from minidiff.runs.progress import open_bar, silent
 from minidiff.sample import sample
 from minidiff.timesteps import make_timestep_sampler
 from minidiff.train import DTYPES, DivergenceError, TrainState, make_problem, model_fn, train_step
 
 QUALITY_SAMPLES = 2000  # samples drawn at the end of a run and compared with as many held-out points
 QUALITY_FILE = "quality.json"  # written last: a run folder that holds it has finished
+SAMPLES_PLOT = "samples.png"  # the final samples against the held-out points, drawn by the plot the caller gives
 PROGRESS_SMOOTHING = 0.98  # the progress bar's loss: an exponential moving average over about the last 50 steps
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: the shell's exit status for a program stopped by Ctrl-C
 
@@ -91,8 +92,12 @@ def initial_state(config, data_dim, init_rng, train_rng):
 
 # --- the loop -------------------------------------------------------------------------------------------------
 
-def train(config, out_dir, *, resume=False, progress=True, echo=click.echo, evaluate=True, stop_at=None):
+def train(config, out_dir, *, resume=False, progress=None, echo=silent, evaluate=True, stop_at=None, plot=None):
     """Train `config` into out_dir (or continue the run there with resume=True); returns a RunResult.
+
+    progress: a bar factory (`minidiff/runs/progress.py`); echo(text) says what the run reports; plot(x, x_held,
+    title, path), if given, draws the final samples against the held-out points into samples.png (the CLI passes
+    `minidiff.lab.figures.save_samples`: drawing is the lab's, not the run's).
 
     evaluate=False skips the samples and the quality measurement at the end (the result then has NaN there);
     stop_at=n stops after step n as an interruption would, leaving a checkpoint to resume from.
@@ -112,7 +117,7 @@ def train(config, out_dir, *, resume=False, progress=True, echo=click.echo, eval
         echo(f"skipped {guard.skipped} step(s) whose loss diverged (column 'skipped' of {ckpt.LOG_FILE})")
     if not evaluate or state.step < config.steps:
         return RunResult(out_dir, state.step, loss, float("nan"), float("nan"), float("nan"), guard.skipped)
-    return finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo, guard.skipped)
+    return finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo, guard.skipped, plot)
 
 
 def _start(out_dir, config, network, stats, rngs, resume):
@@ -121,7 +126,7 @@ def _start(out_dir, config, network, stats, rngs, resume):
     Writes config.json (again on resume: it may change the RESUMABLE options) and opens the loss log; a fresh run
     saves its step-0 checkpoint at once, so that there is always a last good checkpoint."""
     os.makedirs(out_dir, exist_ok=True)
-    ckpt.remove_temporaries(out_dir)
+    files.remove_temporaries(out_dir)
     resume = resume and os.path.exists(os.path.join(out_dir, ckpt.CHECKPOINT_FILE))  # else: killed before step 0
     if resume:
         state, guard, pending = load_checkpoint(out_dir, config, network)
@@ -163,9 +168,8 @@ def _loop(state, guard, problem, config, x_train, log, out_dir, progress, stop_a
 
 
 def _progress_bar(length, progress, show):
-    """click's progress bar over `length` steps, hidden without progress; show(item) gives the text beside it."""
-    return click.progressbar(length=max(length, 0), label="training", show_pos=True, width=24, hidden=not progress,
-                             item_show_func=show)
+    """The progress bar over `length` steps (`minidiff/runs/progress.py`); show(item) gives the text beside it."""
+    return open_bar(progress, length, "training", show)
 
 
 def _smoothed(running, loss):
@@ -221,17 +225,16 @@ def stop_requests():
 
 # --- the end of a run -----------------------------------------------------------------------------------------
 
-def finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo, skipped=0):
+def finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo, skipped=0, plot=None):
     """Sample from the EMA weights, save samples and plot, and measure the energy distance against held-out data."""
-    from minidiff.lab import figures
     x = _final_samples(out_dir, state, problem, config, (len(x_held), x_held.shape[1]), stats, eval_rng)
     distance = metrics.energy_distance(x, x_held)
     floor, floor_err = metrics.energy_floor(_data_source(config), len(x_held), eval_rng)
     result = RunResult(out_dir, state.step, loss, distance, floor, floor_err, skipped)
-    figures.save(figures.samples_figure(x, x_held, title=f"{config.dataset}: {config.target}, {config.schedule}"),
-                 os.path.join(out_dir, "samples.png"))
+    if plot is not None:
+        plot(x, x_held, f"{config.dataset}: {config.target}, {config.schedule}", os.path.join(out_dir, SAMPLES_PLOT))
     quality = {k: v for k, v in dataclasses.asdict(result).items() if k != "out_dir"}  # a folder may move
-    ckpt.save_json(os.path.join(out_dir, QUALITY_FILE), quality)  # last: it marks the run as finished
+    files.save_json(os.path.join(out_dir, QUALITY_FILE), quality)  # last: it marks the run as finished
     echo(f"energy distance of {len(x)} samples to held-out data: {distance:.5f} "
          f"(data-vs-data floor {floor:.5f} ± {floor_err:.5f})")
     return result
@@ -245,7 +248,7 @@ def _final_samples(out_dir, state, problem, config, shape, stats, eval_rng):
         x = sample(model, problem.target, problem.schedule, shape, eval_rng)
     if stats is not None:
         x = datafile.unstandardize(x, stats)
-    ckpt.atomic_write(os.path.join(out_dir, "samples.npy"), lambda f: np.save(f, x))
+    files.atomic_write(os.path.join(out_dir, "samples.npy"), lambda f: np.save(f, x))
     broken = int(np.sum(~np.all(np.isfinite(x), axis=1)))
     if broken:
         raise DivergenceError(f"training ended at step {state.step}, but {broken} of {len(x)} samples from its EMA "

@@ -10,13 +10,8 @@ statistics seen by the network". These modules measure it, always on the one tra
   target_stats   the scale of each target against t; the irreducible loss of a perfect network
   landscape      filter-normalised slices, interpolation, sharpness (Li et al. 2018)
   trajectory     parameters recorded along a run; PCA of the path against the random-walk baseline
-  studies        the above applied to configurations and run folders (what the CLI calls), CSV and JSON
+  applied        the above applied to configurations and run folders (what the CLI calls), CSV and JSON
   sweep          learning rate × target × schedule × weighting × seed, in parallel: divergence and quality
-  reports        what `minidiff gradvar`, `landscape` and `sweep` write (data, CSV, figures) and print
+  tables         the sweep's cells gathered into tables (divergence rate per target and learning rate)
+(What `minidiff gradvar`, `landscape` and `sweep` write and print is `minidiff/lab/reports.py`.)
 """
-from minidiff.lab.diagnostics import gradvar, landscape, pergrad, applied, sweep, target_stats, trajectory  # noqa: F401
-from minidiff.lab.diagnostics.gradvar import NoiseStats, measure, noise_stats  # noqa: F401
-from minidiff.lab.diagnostics.landscape import filter_normalize, random_direction, slice_1d, slice_2d  # noqa: F401
-from minidiff.lab.diagnostics.pergrad import per_example_grads  # noqa: F401
-from minidiff.lab.diagnostics.sweep import SweepConfig, run_sweep  # noqa: F401
-from minidiff.lab.diagnostics.trajectory import train_with_snapshots, trajectory_pca  # noqa: F401

@@ -9,10 +9,10 @@ import dataclasses
 import io
 import json
 
-import click
 import numpy as np
 
-from minidiff.runs import checkpoint, loop as run
+from minidiff.runs import checkpoint, files, loop as run
+from minidiff.runs.progress import open_bar
 from minidiff import data, nn
 from minidiff.schedules import make_schedule
 from minidiff.train import ConfigError, TrainConfig, make_problem, validate
@@ -20,7 +20,6 @@ from minidiff.lab.diagnostics import gradvar, landscape, target_stats, trajector
 
 DIAGNOSTIC_DTYPE = "float64"
 PATH_MARGIN = 1.2  # the PCA plane is drawn 20 % beyond the farthest point of the path
-BAR_WIDTH = 24  # characters of a progress bar
 GRADVAR_COLUMNS = ("source", "step", "weights", "dataset", "schedule", "T", "target", "weighting", "bucket", "t_lo",
                    "t_hi", "log_snr_at_t_lo", "log_snr_at_t_hi", "n", "mean_norm", "mean_grad_sq", "trace_cov",
                    "grad_sq", "b_simple", "cosine_to_all")
@@ -75,13 +74,13 @@ def check_measurable(dataset, schedules, targets, weightings, *, T):
 
 
 def gradvar_at_init(dataset, schedules, targets, weightings, *, T, n, n_buckets=10, by="t", seed=0, network=None,
-                    progress=False):
+                    progress=None):
     """Gradient noise at initialisation for every schedule × target × weighting: a list of records (skipped
     combinations, e.g. an infinite weight, carry a 'skipped' reason instead of numbers)."""
     jobs = [(s, x, w) for s in schedules for x in targets for w in weightings]
     records, examples = [], None
-    with click.progressbar(jobs, label="gradvar", show_pos=True, width=BAR_WIDTH, hidden=not progress) as bar:
-        for schedule, target, weighting in bar:
+    with open_bar(progress, len(jobs), "gradvar") as bar:
+        for schedule, target, weighting in _advancing(jobs, bar):
             config = TrainConfig(dataset=dataset, schedule=schedule, T=T, target=target, weighting=weighting,
                                  seed=seed, **(network or {}))
             try:
@@ -96,7 +95,7 @@ def gradvar_at_init(dataset, schedules, targets, weightings, *, T, n, n_buckets=
 
 
 def gradvar_of_runs(run_dirs, weightings=(None,), *, n, n_buckets=10, by="t", seed=0, weights="ema", along=True,
-                    progress=False):
+                    progress=None):
     """Gradient noise of trained runs: at each run's checkpoint (its EMA or raw weights) and, with `along`, at
     every snapshot of a run recorded by `trajectory.train_with_snapshots` (raw weights). weightings: None is the
     run's own."""
@@ -108,8 +107,8 @@ def gradvar_of_runs(run_dirs, weightings=(None,), *, n, n_buckets=10, by="t", se
             points += [(trajectory.unflatten(theta, names, shapes), "raw", step) for step, theta in zip(steps, thetas)]
         jobs += [(run_dir, weighting, *point) for weighting in weightings for point in points]
     records = []
-    with click.progressbar(jobs, label="gradvar", show_pos=True, width=BAR_WIDTH, hidden=not progress) as bar:
-        for run_dir, weighting, params, label, step in bar:
+    with open_bar(progress, len(jobs), "gradvar") as bar:
+        for run_dir, weighting, params, label, step in _advancing(jobs, bar):
             config, problem, params, x_data = run_setup(run_dir, weights, weighting, params)
             examples = gradvar.draw_examples(x_data, n, config.T, np.random.default_rng(seed))
             result = gradvar.measure(params, problem, *examples, n_buckets=n_buckets, by=by)
@@ -130,10 +129,17 @@ def gradvar_rows(records):
     return rows
 
 
-def landscapes_of_runs(run_dirs, *, progress=False, **options):
+def landscapes_of_runs(run_dirs, *, progress=None, **options):
     """`landscape_of_run(run_dir, **options)` of each run folder, in order, with a progress bar."""
-    with click.progressbar(run_dirs, label="landscape", show_pos=True, width=BAR_WIDTH, hidden=not progress) as bar:
-        return [landscape_of_run(run_dir, **options) for run_dir in bar]
+    with open_bar(progress, len(run_dirs), "landscape") as bar:
+        return [landscape_of_run(run_dir, **options) for run_dir in _advancing(run_dirs, bar)]
+
+
+def _advancing(items, bar):
+    """The items, one by one, moving the bar past each."""
+    for item in items:
+        yield item
+        bar.update(1)
 
 
 def network_shapes(params):
@@ -228,7 +234,7 @@ def to_plain(value):
 
 
 def save_json(path, obj):
-    checkpoint.atomic_write(path, lambda f: f.write((json.dumps(to_plain(obj), indent=1) + "\n").encode()))
+    files.atomic_write(path, lambda f: f.write((json.dumps(to_plain(obj), indent=1) + "\n").encode()))
 
 
 def save_csv(path, rows, columns):
@@ -237,4 +243,4 @@ def save_csv(path, rows, columns):
     text.write(",".join(columns) + "\n")
     for row in rows:
         text.write(",".join("" if row.get(c) is None else str(to_plain(row.get(c))) for c in columns) + "\n")
-    checkpoint.atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+    files.atomic_write(path, lambda f: f.write(text.getvalue().encode()))

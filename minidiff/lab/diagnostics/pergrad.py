@@ -13,8 +13,8 @@ forward pass records each layer's input x, a backward pass gives each z̄ — as
 ‖x_iᵀ z̄_i‖² = ‖x_i‖² ‖z̄_i‖².
 
 To see x and z̄ inside `nn.apply` without a second copy of the network, `_tapped` runs it with its three layer
-functions replaced, for the duration of one call, by the same layers written as `primitives.linear` plus the probe,
-then `primitives.silu` (bit for bit the same numbers as the fused primitives; the replacement is module-wide, so the
+functions replaced, for the duration of one call, by the same layers written as `layers.linear` plus the probe,
+then `layers.silu` (bit for bit the same numbers as the fused primitives; the replacement is module-wide, so the
 tap is not for threads that call the network at the same time). A network with a weight that is not
 one params entry (Fourier features: `in.W` and `in.W_fourier` are joined first) is refused by the tap, and
 `per_example_grads` then takes the plain loop of `per_example_grads_loop`, the reference the tests compare with.
@@ -28,7 +28,8 @@ import numpy as np
 from autograd.tracer import getval
 
 from minidiff.accel import backend
-from minidiff import nn, layers as primitives
+from minidiff import layers, nn
+from minidiff.accel.autodiff import value_and_vjp
 from minidiff.train import per_example_loss
 
 LAYER_FUNCTIONS = ("linear", "linear_silu", "residual_linear_silu")  # the names nn.apply calls its layers by
@@ -53,15 +54,15 @@ def _tapped(params, probes, inputs):
         if prefix is None:
             raise UntappableNetwork("a layer's weight is not a single params entry (Fourier features?)")
         inputs[prefix] = getval(x)                                                  # (B, n)
-        return probes[prefix] + primitives.linear(x, W, b)    # (B, m); the traced probe first (CuPy's + refuses a box)
+        return probes[prefix] + layers.linear(x, W, b)    # (B, m); the traced probe first (CuPy's + refuses a box)
 
-    layers = {"linear": affine,
-              "linear_silu": lambda x, W, b: primitives.silu(affine(x, W, b)),
-              "residual_linear_silu": lambda h, W, b: h + primitives.silu(affine(h, W, b))}
+    tapped = {"linear": affine,
+              "linear_silu": lambda x, W, b: layers.silu(affine(x, W, b)),
+              "residual_linear_silu": lambda h, W, b: h + layers.silu(affine(h, W, b))}
     original = {name: getattr(nn, name) for name in LAYER_FUNCTIONS}
     try:
         for name in LAYER_FUNCTIONS:
-            setattr(nn, name, layers[name])
+            setattr(nn, name, tapped[name])
         yield
     finally:
         for name, function in original.items():
@@ -83,7 +84,7 @@ def layer_factors(params, problem, x0, eps, t):
         with _tapped(params, dict(zip(names, arrays)), inputs):
             return per_example_loss(params, problem, x0, eps, t)
 
-    value, vjp = primitives.value_and_vjp(losses, *probes.values())
+    value, vjp = value_and_vjp(losses, *probes.values())
     output_grads = dict(zip(names, vjp(xp.ones_like(value))))                      # ∂ Σ_i L_i / ∂z per layer
     return backend.tree_to_numpy(inputs), backend.tree_to_numpy(output_grads)
 
@@ -102,7 +103,7 @@ def per_example_grads_loop(params, problem, x0, eps, t):
     xp, names, params = backend.get_xp(), list(params), backend.tree_to_device(params)
 
     def one(i):
-        loss, vjp = primitives.value_and_vjp(lambda *arrays: per_example_loss(
+        loss, vjp = value_and_vjp(lambda *arrays: per_example_loss(
             dict(zip(names, arrays)), problem, x0[i:i + 1], eps[i:i + 1], t[i:i + 1]), *params.values())
         return [backend.to_numpy(g) for g in vjp(xp.ones_like(loss))]
 

@@ -26,12 +26,12 @@ import os
 import time
 import warnings
 
-import click
 import numpy as np
 
 from minidiff.accel import backend
 from minidiff import data, metrics
-from minidiff.runs import loop as run
+from minidiff.runs import datafile, loop as run
+from minidiff.runs.progress import open_bar, silent
 from minidiff.elbo import elbo
 from minidiff.sample import sample
 from minidiff.train import ConfigError, DivergenceError, TrainConfig, make_problem, model_fn, validate
@@ -111,7 +111,7 @@ class Checks:
         x = sample(model, self.config.target, self.problem.schedule, (self.sweep.quality_n, self.x_held.shape[1]),
                    self.rng, sampler="ddpm", steps=min(self.sweep.quality_steps, self.config.T))
         if self.stats is not None:
-            x = data.unstandardize(x, self.stats)
+            x = datafile.unstandardize(x, self.stats)
         if not np.all(np.isfinite(x)):
             return float("inf")
         distance = metrics.energy_distance(x, self.x_held[:self.sweep.quality_n])
@@ -157,7 +157,7 @@ def _train(config, run_dir, sweep, checks):
     """Train one cell with its checks; the outcome's columns (status, reason, and for a finished run its quality)."""
     try:
         result = trajectory.train_with_snapshots(config, run_dir, sweep.check_every, on_segment=checks,
-                                                 evaluate=False, echo=trajectory._quiet)
+                                                 evaluate=False, echo=silent)
     except (DivergenceError, BlowUp) as err:
         return dict(status="diverged" if isinstance(err, DivergenceError) else "blow-up", reason=str(err),
                     diverged_at_step=getattr(err, "step", None))
@@ -189,14 +189,14 @@ def floor_for(sweep):
     Fresh draws from a toy dataset; for the user's file, resamples of its points (as `run.finish` does)."""
     config = TrainConfig(**sweep.base)
     if config.data_file:
-        points = data.load_data_file(config.data_file)
+        points = datafile.load_data_file(config.data_file)
         source = lambda n, rng: points[rng.choice(len(points), n)]  # noqa: E731
     else:
         source = lambda n, rng: data.sample_dataset(config.dataset, n, rng)  # noqa: E731
     return metrics.energy_floor(source, sweep.quality_n, np.random.default_rng([config.seed, EVAL_STREAM]))
 
 
-def run_sweep(sweep, out_dir, workers=1, progress=False):
+def run_sweep(sweep, out_dir, workers=1, progress=None):
     """Run every cell (in `workers` processes), write OUT/sweep.csv and OUT/sweep.json; return the rows."""
     floor, floor_err = floor_for(sweep)
     bar = sweep.quality_bar if sweep.quality_bar is not None else BAR_OVER_FLOOR * floor
@@ -206,7 +206,7 @@ def run_sweep(sweep, out_dir, workers=1, progress=False):
     pool = _spawn_pool(workers) if workers > 1 else None
     try:
         done = pool.imap_unordered(run_cell, tasks) if pool else map(run_cell, tasks)
-        with click.progressbar(length=len(tasks), label="sweep", show_pos=True, width=24, hidden=not progress) as pbar:
+        with open_bar(progress, len(tasks), "sweep") as pbar:
             for row, history in done:
                 results[row["index"]] = (dict(row, energy_floor=floor, energy_floor_stderr=floor_err), history)
                 pbar.update(1)
@@ -219,18 +219,3 @@ def run_sweep(sweep, out_dir, workers=1, progress=False):
     save_json(os.path.join(out_dir, "sweep.json"), dict(settings=dataclasses.asdict(sweep), rows=rows,
                                                         checks={i: results[i][1] for i in sorted(results)}))
     return rows
-
-
-def divergence_table(rows, row_key="target", col_key="lr"):
-    """(row labels, column labels, rate (R, C), count (R, C)): the fraction of valid cells that diverged."""
-    valid = [r for r in rows if r.get("status") in ("ok", "diverged", "blow-up")]
-    row_labels = list(dict.fromkeys(r[row_key] for r in rows))
-    col_labels = sorted(dict.fromkeys(r[col_key] for r in rows))
-    rate, count = np.full((len(row_labels), len(col_labels)), np.nan), np.zeros((len(row_labels), len(col_labels)))
-    for i, a in enumerate(row_labels):
-        for j, b in enumerate(col_labels):
-            hits = [r["diverged"] for r in valid if r[row_key] == a and r[col_key] == b]
-            count[i, j] = len(hits)
-            if hits:
-                rate[i, j] = np.mean(hits)
-    return row_labels, col_labels, rate, count

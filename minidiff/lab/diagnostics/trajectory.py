@@ -16,10 +16,11 @@ trajectory.
 import json
 import os
 
-import click
 import numpy as np
 
 from minidiff.runs import checkpoint, loop as run
+from minidiff.runs.progress import silent
+from minidiff.lab.figures.basic import save_samples
 
 SNAPSHOT_FILE = "snapshots.npz"
 
@@ -54,11 +55,8 @@ def has_snapshots(run_dir):
     return os.path.exists(os.path.join(run_dir, SNAPSHOT_FILE))
 
 
-def _quiet(*args, **kwargs):
-    """An echo that says nothing (for workers that must not print)."""
-
-
-def train_with_snapshots(config, out_dir, every, *, on_segment=None, progress=False, evaluate=True, echo=click.echo):
+def train_with_snapshots(config, out_dir, every, *, on_segment=None, progress=None, evaluate=True, echo=silent,
+                         plot=save_samples):
     """Train `config` into out_dir in segments of `every` steps, saving the parameters after each (module docstring).
 
     on_segment(state), if given, is called after every segment, the first at step 0 (the initialisation); it
@@ -72,7 +70,7 @@ def train_with_snapshots(config, out_dir, every, *, on_segment=None, progress=Fa
     for i, stop in enumerate(stops):
         last = stop == config.steps
         result = run.train(config, out_dir, resume=i > 0, progress=progress, evaluate=evaluate and last,
-                           stop_at=stop, echo=echo if last else _quiet)
+                           stop_at=stop, echo=echo if last else silent, plot=plot)
         state = run.load_run(out_dir)[3]
         theta, names, shapes = flatten(state.params)
         steps.append(state.step)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from minidiff.schedules import SCHEDULES, ScheduleError, make_schedule
-from minidiff.lab.figures import new_figure
+from minidiff.lab.figures.style import new_figure, save
 
 
 def schedules_figure(T=1000, names=None, zero_terminal_snr=(False, True)):
@@ -50,6 +50,11 @@ def samples_figure(samples, data, title=""):
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def save_samples(samples, data, title, path):
+    """`samples_figure` written to path: what a finished run draws into its samples.png (`runs.loop.train`'s plot)."""
+    save(samples_figure(samples, data, title=title), path)
 
 
 def datasets_figure(n=2000, seed=0):

@@ -4,7 +4,9 @@ Each reads the plain records that `minidiff.lab.diagnostics` writes to JSON, so 
 """
 import numpy as np
 
-from minidiff.lab.figures import new_figure
+from minidiff.lab.diagnostics.tables import divergence_table
+
+from minidiff.lab.figures.style import new_figure
 
 STAT_LABELS = {"trace_cov": "tr Σ (per-example gradient variance)", "b_simple": "B_simple = tr Σ / |G|²",
                "grad_sq": "|G|² (unbiased)", "mean_norm": "mean ‖g_i‖"}
@@ -158,7 +160,6 @@ def trajectory_figure(results):
 def sweep_figure(rows):
     """Over learning rate × target (all schedules, weightings, seeds): the fraction of cells that diverged, and
     the fraction that reached the quality bar."""
-    from minidiff.lab.diagnostics.sweep import divergence_table
     targets, lrs, rate, count = divergence_table(rows)
     reached = [dict(r, diverged=int(r.get("steps_to_bar") is not None)) for r in rows]
     rate_reached = divergence_table(reached)[2]

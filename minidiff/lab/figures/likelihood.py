@@ -1,7 +1,7 @@
 """The likelihood figures: the terms of the variational bound against t, and the bound's breakdown per schedule."""
 import numpy as np
 
-from minidiff.lab.figures import new_figure
+from minidiff.lab.figures.style import new_figure
 
 
 def elbo_terms_figure(bounds, title=""):

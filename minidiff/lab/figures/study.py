@@ -1,7 +1,7 @@
 """The study's own figures, each drawn from the plain data its experiment saved (minidiff.lab.study.experiments)."""
 import numpy as np
 
-from minidiff.lab.figures import new_figure
+from minidiff.lab.figures.style import new_figure
 from minidiff.lab.figures.basic import _scatter
 
 TARGET_ORDER = ("eps", "x0", "v", "score", "mu")

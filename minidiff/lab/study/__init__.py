@@ -12,10 +12,10 @@ import dataclasses
 import json
 import os
 
-import click
 
 from minidiff.lab import figures
-from minidiff.runs.checkpoint import atomic_write
+from minidiff.runs.files import atomic_write
+from minidiff.runs.progress import open_bar
 from minidiff.lab.diagnostics.applied import to_plain
 
 
@@ -105,16 +105,15 @@ def load_data(out_dir, name):
         return json.load(f)
 
 
-def regenerate(names, out_dir, *, quick=False, seed=0, svg=False, workers=1, progress=True, echo=click.echo):
+def regenerate(names, out_dir, *, quick=False, seed=0, svg=False, workers=1, progress=None):
     """Compute, save and draw each named figure into out_dir; returns the files written."""
     entries = _entries()
     budget = QUICK if quick else FULL
     os.makedirs(os.path.join(out_dir, "data"), exist_ok=True)
     context = Context(budget, seed, os.path.join(out_dir, "runs", budget.name), workers)
     written = []
-    with click.progressbar(names, label="figures", show_pos=True, width=24, hidden=not progress,
-                           item_show_func=lambda name: name) as bar:
-        for name in bar:
+    with open_bar(progress, len(names), "figures", show=lambda name: name) as bar:
+        for name in names:
             data = to_plain(dict(entries[name].compute(context), figure=name, budget=budget.name, seed=seed))
             path = data_path(out_dir, name)
             atomic_write(path, lambda f: f.write((json.dumps(data, indent=1, sort_keys=True) + "\n").encode()))
@@ -123,4 +122,5 @@ def regenerate(names, out_dir, *, quick=False, seed=0, svg=False, workers=1, pro
                 target = os.path.join(out_dir, name + ext)
                 figures.save(entries[name].draw(data), target)
                 written.append(target)
+            bar.update(1, name)
     return written

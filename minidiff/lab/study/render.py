@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from minidiff.runs.checkpoint import atomic_write
+from minidiff.runs.files import atomic_write
 from minidiff.lab.study import FIGURE_NAMES, data_path
 
 NEEDED = FIGURE_NAMES

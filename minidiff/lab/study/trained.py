@@ -65,7 +65,7 @@ def trained(context, name, config, snapshots=False):
             if snapshots:
                 trajectory.train_with_snapshots(config, out, context.budget.snapshot_every, evaluate=False)
             else:
-                run.train(config, out, progress=False, evaluate=False, echo=lambda *_: None)
+                run.train(config, out, evaluate=False)
     return out
 
 

@@ -1,0 +1,58 @@
+"""Writing files so that a kill at any moment leaves either the old file or the new one, never half of one.
+
+Every file minidiff writes — checkpoints, logs, samples, figures, the study — goes through `atomic_write`: the bytes
+go to a temporary name in the same folder, are flushed to disk, and the temporary file is renamed over the old one
+(a rename within one file system is atomic on POSIX), then the folder itself is flushed so that the rename survives
+a power cut. A process killed in the middle leaves at most a hidden temporary file, which `remove_temporaries` clears.
+"""
+import json
+import os
+import shutil
+import tempfile
+
+TEMPORARY_PREFIX = ".tmp-"
+FILE_MODE = 0o666  # what open() would give a new file, before the umask
+_UMASK = os.umask(0o022)  # read the process's umask (os.umask sets a new one and returns the old) …
+os.umask(_UMASK)  # … and put it back
+
+
+def atomic_write(path, write):
+    """Call write(file_object) on a temporary file next to path, fsync it, rename it over path, fsync the folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE & ~_UMASK)  # mkstemp makes the file private (0600); give it the usual mode
+        os.replace(tmp, path)
+        _fsync_folder(folder)  # the rename itself reaches the disk (POSIX: a directory entry is data of the folder)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _fsync_folder(folder):
+    if os.name == "nt":  # Windows cannot open a folder; its rename is made durable by the file system
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(folder):
+    """Delete the temporary files that a run killed in the middle of a write left in folder (and the temporary
+    folders that earlier versions made for a figure's own temporary file)."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.startswith(TEMPORARY_PREFIX) and os.path.isdir(path):
+            shutil.rmtree(path)
+        elif name.startswith(TEMPORARY_PREFIX):
+            os.remove(path)
+
+
+def save_json(path, obj):
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
