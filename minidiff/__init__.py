@@ -1,39 +1,39 @@
 """minidiff — a small, exact diffusion engine in NumPy with autograd gradients.
 
-Read the source in this order; each module is one concept and cites the equations it implements (the reference
-post is ../shared/seed/stability-of-diffusion-training.md, cited as "post eq. (n)").
+Read the source in this order. Each chapter is one concept in plain NumPy and cites the equations it implements:
+"post eq. (n)" is equation (n) of `docs/derivation.md`, the derivation of diffusion training from maximum likelihood
+that minidiff follows (numbered as the blog post "Analysis of the Stability of Diffusion Model Training" numbers it);
+papers are cited by author, year and equation.
 
-  The arrays
-  1. backend     the array module: NumPy, or CuPy on a GPU; moving arrays between them
-  2. primitives  the few operations the network is made of, forward and backward side by side
-     (kernels, counter: their fused GPU kernels and the GPU's counter-based random numbers)
   The mathematics
-  3. schedules   β, α, ᾱ, SNR, log-SNR; zero terminal SNR; the schedule between its steps
+  1. schedules   β, α, ᾱ, SNR, log-SNR; zero terminal SNR; the schedule between its steps
      (named_schedules, spacing: the named schedules' β; the timesteps a sampler with fewer steps visits)
-  4. forward     q(x_t | x_0), q(x_t | x_{t−1}), the posterior q(x_{t−1} | x_t, x_0)   (post eqs. 6–8)
-  5. targets     eps, x0, v, score, mu: conversions, loss weightings, implied w(λ)
-  6. elbo        Gaussian KL; L_T, L_{t−1}, L_0; the whole bound                    (post eq. 3)
+  2. forward     q(x_t | x_0), q(x_t | x_{t−1}), the posterior q(x_{t−1} | x_t, x_0)       (post eqs. (6)–(8))
+  3. targets     eps, x0, v, score, mu: conversions, loss weightings, implied w(λ)
+  4. timesteps   how t is drawn: uniform, stratified, importance
+  5. elbo        Gaussian KL; L_T, L_{t−1}, L_0; the whole bound                          (post eq. (3))
   The data
-  7. mixture     Gaussian mixtures: exact density, score, optimal denoiser (the oracle)
-  8. data        toy datasets
-     (datafile: the user's own files, read without pickle, checked, standardised)
+  6. mixture     Gaussian mixtures: exact density, score, optimal denoiser (the oracle)
+  7. data        toy datasets
   Learning
+  8. layers      the operations the network is made of, forward and backward side by side
   9. nn          the MLP denoiser over a params dict
  10. optim       Adam, gradient clipping, learning-rate schedule, EMA
- 11. timesteps   how t is drawn: uniform, stratified, importance
- 12. train       the one loss of every target and weighting; a training step
- 13. checkpoint  run folders, atomic files, loading without pickle
- 14. run         a whole run: data, loop, samples and quality
-     (runlog: the loss log and the divergence guard; runfolder: a run's state saved to its folder and loaded)
+ 11. train       the one loss of every target and weighting; a training step
   Using a model
- 15. sample      ancestral DDPM, DDIM (and its inversion), the probability-flow ODE
- 16. likelihood  the probability-flow ODE's exact likelihood
- 17. evaluate    a run or the oracle side by side: the bound, the PF-ODE NLL, the exact NLL
- 18. metrics     energy distance against held-out data, with the data-vs-data floor
-  Measuring
- 19. diagnostics gradient noise per timestep, loss landscapes, trajectories, stability sweeps
- 20. figures     every figure, a function returning a matplotlib Figure
- 21. study       the experiments behind the figures and the numbers of docs/study.md
+ 12. sample      ancestral DDPM, DDIM (and its inversion), the probability-flow ODE
+ 13. likelihood  the probability-flow ODE's exact likelihood
+ 14. metrics     energy distance against held-out data, with the data-vs-data floor
+
+Then the rooms around the chapters; imports point one way, cli → lab → runs → chapters → accel (tests/test_layout.py):
+  accel/   the accelerator: backend (NumPy or CuPy), autodiff (how layers become autograd primitives), fused (the one
+           table of fused GPU kernels), kernels (their CUDA source), counter (the GPU's counter-based randomness)
+  runs/    run infrastructure: files (atomic writes), checkpoint, datafile (a user's data file), folder (a run's state
+           in its folder), log (the loss log and the divergence guard), progress (the callback), loop (a whole run)
+  lab/     measurements: evaluate (bounds and likelihoods of a run or the oracle), diagnostics/ (gradient noise,
+           landscapes, trajectories, sweeps), figures/ (each a function returning a Figure), study/ (the experiments
+           behind figures/ and docs/study.md), reports (what the measuring commands write)
+  cli/     the command line, one module per command group
 
 Glossary (one name per symbol, used everywhere):
   T               number of diffusion steps; timesteps are 0-based, t = 0 … T−1
@@ -46,10 +46,15 @@ Glossary (one name per symbol, used everywhere):
   x0_hat, eps_hat the network's estimates of x_0 and ε
   v               √ᾱ_t ε − √(1 − ᾱ_t) x_0 (Salimans & Ho 2022)
 """
-from minidiff import forward, schedules, targets
-from minidiff.forward import q_posterior, q_sample, q_step
-from minidiff.schedules import Schedule, make_schedule, timestep_spacing
-from minidiff.elbo import elbo  # the function; the module stays importable as `from minidiff.elbo import …`
+# The reading order of the chapters (a group joined by + is one chapter and its helpers); tests/test_layout.py
+# checks that each imports only those before it.
+CHAPTERS = ("named_schedules+spacing+schedules", "forward", "targets", "timesteps", "elbo", "mixture", "data",
+            "layers", "nn", "optim", "train", "sample", "likelihood", "metrics")
 
-__all__ = ["Schedule", "make_schedule", "timestep_spacing", "q_sample", "q_step", "q_posterior",
+from minidiff import forward, schedules, targets  # noqa: E402
+from minidiff.elbo import elbo  # noqa: E402  (the function; the module stays importable as minidiff.elbo)
+from minidiff.forward import q_posterior, q_sample, q_step  # noqa: E402
+from minidiff.schedules import Schedule, make_schedule, timestep_spacing  # noqa: E402
+
+__all__ = ["CHAPTERS", "Schedule", "make_schedule", "timestep_spacing", "q_sample", "q_step", "q_posterior",
            "forward", "schedules", "targets", "elbo"]
