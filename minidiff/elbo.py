@@ -47,7 +47,7 @@ def gaussian_kl(mean1, var1, mean2, var2):
     """KL(N(mean1, var1 I) ‖ N(mean2, var2 I)) in nats, summed over the last axis (per example).
 
     Per dimension ½ [log(var2/var1) + (var1 + (mean1 − mean2)²)/var2 − 1]. With var1 = var2 = σ² it is
-    ‖mean1 − mean2‖² / (2σ²): the post's eq. after (5).
+    ‖mean1 − mean2‖² / (2σ²): docs/derivation.md, eq. (3b).
     """
     per_dim = 0.5 * (np.log(var2) - np.log(var1) + (var1 + (mean1 - mean2) ** 2) / var2 - 1.0)
     return np.sum(per_dim, axis=-1)

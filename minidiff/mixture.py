@@ -113,7 +113,7 @@ def check_count(n):
 
 
 def check_rng(rng):
-    """A TypeError unless rng is a numpy Generator (STYLE rule 7: randomness only through an explicit one)."""
+    """A TypeError unless rng is a numpy Generator (randomness only through an explicit one)."""
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng).__name__}")
 

@@ -40,7 +40,7 @@ HE_GAIN = 2.0                # He et al. 2015, eq. (10): Var[W] = 2 / fan_in kee
 class Config:
     """The denoiser's shape; saved with checkpoints via `dataclasses.asdict`.
 
-    The defaults give DESIGN.md's reference network, the 34-256-256-256-2 MLP with SiLU.
+    The defaults give minidiff's reference network, the 34-256-256-256-2 MLP with SiLU.
     """
     data_dim: int = 2            # D, dimension of the data
     hidden: int = 256            # H, width of each hidden layer

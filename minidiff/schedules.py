@@ -189,7 +189,7 @@ def make_schedule(name, T=REFERENCE_T, *, zero_terminal_snr=False, warn=True, **
 def log_snr_continuous(name, u, T=REFERENCE_T, *, zero_terminal_snr=False, **options):
     """λ(u) = log ᾱ(u) − log(1 − ᾱ(u)) for u ∈ [0, 1], the continuous-time log-SNR (Kingma et al. 2021).
 
-    For the cosine schedule without the offset s this is λ(u) = −2 log tan(πu/2) (REFERENCE.md). λ is +∞ at
+    For the cosine schedule without the offset s this is λ(u) = −2 log tan(πu/2), since ᾱ(u) = cos²(πu/2). λ is +∞ at
     u = 0 (no noise) and −∞ at u = 1 with zero terminal SNR.
     """
     u = np.asarray(u, dtype=np.float64)

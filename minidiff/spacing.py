@@ -16,7 +16,7 @@ def timestep_spacing(T, num_steps, spacing="linspace", offset=0, alpha_bar=None)
     """The descending training timesteps a sampler visits when it takes num_steps ≤ T steps.
 
     linspace: round(linspace(0, T−1, n)); leading: 0, T//n, 2T//n, … (+ offset); trailing: round(T − k T/n) − 1.
-    With T = 1000, n = 10: [999, 888, …, 0], [900, 800, …, 0], [999, 899, …, 99] (REFERENCE.md).
+    With T = 1000, n = 10: [999, 888, …, 0], [900, 800, …, 0], [999, 899, …, 99] (Lin et al. 2023, Table 2, 0-based).
     karras (needs alpha_bar): the timesteps nearest to Karras et al.'s σ grid, eq. (5), with σ = √((1 − ᾱ)/ᾱ):
     dense where σ is small, the grid on which an ODE solver's error is even (at most n steps, repeats merged).
     """

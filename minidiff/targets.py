@@ -90,7 +90,7 @@ def predicted_mean(name, schedule, prediction, x_t, t, clip=None):
 # --- how an error in each target relates to an error in x_0 and in μ ------------------------------------------
 
 def mse_factor(name, schedule, t):
-    """k_X(t) with ‖X − X̂‖² = k_X ‖x_0 − x0_hat‖² at fixed x_t (REFERENCE.md, per-example identities).
+    """k_X(t) with ‖X − X̂‖² = k_X ‖x_0 − x0_hat‖² at fixed x_t (docs/derivation.md, eq. (8g)).
 
     From the table: at fixed x_t, dε/dx_0 = −s/σ, so eps: SNR; x0: 1; v: 1 + SNR; score: SNR / (1 − ᾱ);
     mu: coef_x0².
@@ -148,7 +148,7 @@ def loss_weight(weighting, target, schedule, *, gamma=None, variance="beta_tilde
     elbo:      T c_X² / (2σ_t²): w_X ‖X − X̂‖² = T · KL(q(x_{t-1}|x_t, x_0) ‖ p_θ(x_{t-1}|x_t)), so the loss
                with t ~ U{0..T−1} is an unbiased estimate of Σ_t L_{t-1}; at t = 0 it is the decoder's squared
                error term with σ_0² as `posterior_variance` sets it.
-    snr, trunc-snr, min-snr-γ:  w_x0(SNR) / k_X (REFERENCE.md; Hang et al. 2023, eq. 9).
+    snr, trunc-snr, min-snr-γ:  w_x0(SNR) / k_X (docs/derivation.md, eq. (8g); Hang et al. 2023, eq. 9).
     """
     name, gamma = parse_weighting(weighting, gamma)
     target = canonical_target(target)

@@ -22,5 +22,5 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def rng():
-    """A fresh, seeded generator for each test (STYLE rule 7: randomness only through an explicit Generator)."""
+    """A fresh, seeded generator for each test (randomness only through an explicit Generator)."""
     return np.random.default_rng(20240123)

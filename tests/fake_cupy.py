@@ -34,7 +34,7 @@ class ndarray(np.lib.mixins.NDArrayOperatorsMixin):
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         if any(hasattr(x, "__array_ufunc__") and not isinstance(x, (ndarray, np.ndarray, np.generic))
-               for x in inputs + (out or ())):  # `device_array + autograd_box` fails inside CuPy (DESIGN.md)
+               for x in inputs + (out or ())):  # `device_array + autograd_box` fails inside CuPy
             raise TypeError(f"Unsupported types {[type(x).__name__ for x in inputs]}")
         if out is not None:
             kwargs["out"] = tuple(_device(o) for o in out)
@@ -145,7 +145,7 @@ def __getattr__(name):
 
 
 # --- cupy.ElementwiseKernel, on the host ---------------------------------------------------------------------------
-# The fused kernels (minidiff/kernels.py) are CUDA C. Compiled as C++ for the host by g++, with CuPy's calling rules
+# The fused kernels (minidiff/accel/kernels.py) are CUDA C. Compiled as C++ for the host by g++, with CuPy's calling rules
 # as kernels.py relies on them, they can be checked on any machine with a compiler: arguments in order, inputs then
 # outputs; omitted outputs allocated; the non-raw ones broadcast together and bound by reference at element i (an
 # output may be read before it is written); raw ones indexed by their C-order position; a type placeholder T taken

@@ -23,9 +23,9 @@ def test_schedules_table_has_every_schedule_and_the_reference_numbers():
     rows = {(line.split()[0], line.split()[1]): line.split() for line in result.output.splitlines()[2:-1]}
     assert len(rows) == 12
     linear = rows[("linear", "no")]
-    assert float(linear[3]) == pytest.approx(4.036e-5, rel=1e-3)  # REFERENCE: ᾱ_999 = 4.03583e-5
+    assert float(linear[3]) == pytest.approx(4.036e-5, rel=1e-3)  # linear (Ho et al. 2020): ᾱ_999 = 4.03583e-5
     assert float(rows[("cosine", "yes")][3]) == 0.0 and float(rows[("cosine", "yes")][-1]) == 0.0
-    prior_kl = -0.5 * np.log1p(-0.068265 ** 2)  # REFERENCE: √ᾱ_999 = 0.068265 for scaled_linear
+    prior_kl = -0.5 * np.log1p(-0.068265 ** 2)  # scaled_linear (Rombach et al. 2022): √ᾱ_999 = 0.068265
     assert float(rows[("scaled_linear", "no")][-1]) == pytest.approx(prior_kl, rel=1e-2)
 
 

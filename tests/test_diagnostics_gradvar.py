@@ -146,7 +146,7 @@ def test_target_moments_match_monte_carlo(rng, target):
 
 
 def test_weighted_floor_of_gaussian_data_is_the_closed_form_mmse(rng):
-    """One Gaussian N(0, Σ): per eigenvalue s², the x0-MMSE is s² / (1 + SNR s²) (REFERENCE.md); ε-MSE = SNR × it."""
+    """One Gaussian N(0, Σ): per eigenvalue s², the x0-MMSE is s² / (1 + SNR s²) (the Gaussian posterior); ε-MSE = SNR × it."""
     mixture, schedule, t = get_mixture("gaussian"), make_schedule("cosine", 100), np.array([5, 50, 90])
     eig = np.linalg.eigvalsh(mixture.covs[0])
     mmse = np.array([np.sum(eig / (1 + snr * eig)) for snr in schedule.snr[t]])

@@ -290,7 +290,7 @@ def test_oracle_per_row_timesteps_match_one_timestep_at_a_time(gmm2d, rng):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_irreducible_loss_of_gaussian_data_matches_closed_form(target, rng):
-    # x0 ~ N(0, s² I): per dimension the x0-MMSE is s² / (1 + SNR s²) (REFERENCE.md), times k_X for target X
+    # x0 ~ N(0, s² I): per dimension the x0-MMSE is s² / (1 + SNR s²) (the Gaussian posterior), times k_X for target X
     s, D = 0.7, 2
     schedule = make_schedule("linear", 1000)
     t = np.array([0, 10, 300, 999])

@@ -1,4 +1,4 @@
-"""Schedules against the published numbers in REFERENCE.md, closed forms and invariants."""
+"""Schedules against the published numbers (Ho et al. 2020; Nichol & Dhariwal 2021; Rombach et al. 2022; Lin et al. 2023), closed forms and invariants."""
 import warnings
 
 import numpy as np
@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from minidiff.elbo import gaussian_kl
 from minidiff.schedules import SCHEDULES, PriorTermWarning, ScheduleError, between_steps, from_betas, log_snr_continuous, make_schedule, step_angles, timestep_at, timestep_spacing
 
-REL = 1e-5  # REFERENCE.md prints 6 significant digits
+REL = 1e-5  # the published values have 6 significant digits
 
 
 def schedule(*args, **kwargs):
@@ -28,7 +28,7 @@ def test_linear_T1000_matches_ho_et_al():
 def test_linear_scales_default_endpoints_with_T_but_not_explicit_ones():
     s = schedule("linear", 50)
     assert s.betas[0] == pytest.approx(0.002, rel=1e-12) and s.betas[-1] == pytest.approx(0.4, rel=1e-12)
-    assert s.alpha_bar[49] == pytest.approx(7.74e-6, rel=1e-3)  # REFERENCE gives 3 digits
+    assert s.alpha_bar[49] == pytest.approx(7.74e-6, rel=1e-3)  # known to 3 digits
     with pytest.warns(PriorTermWarning, match="not negligible"):
         unscaled = make_schedule("linear", 50, beta_start=1e-4, beta_end=0.02)
     assert unscaled.alpha_bar[-1] == pytest.approx(0.602952, rel=REL)

@@ -77,7 +77,7 @@ def test_per_example_mse_identities(rng):
     s = schedule("linear")
     x0, eps, t = draw(rng, s.T)
     err, x0_err = perturbed(rng, None, s, x0, eps, t)
-    np.testing.assert_allclose(err["eps"], s.snr * err["x0"], rtol=1e-8)  # REFERENCE: ε-MSE = SNR · x0-MSE
+    np.testing.assert_allclose(err["eps"], s.snr * err["x0"], rtol=1e-8)  # docs/derivation.md, eq. (8g): ε-MSE = SNR · x0-MSE
     np.testing.assert_allclose(err["v"], (1 + s.snr) * err["x0"], rtol=1e-8)
     np.testing.assert_allclose(err["v"], (1 + 1 / s.snr) * err["eps"], rtol=1e-8)
     np.testing.assert_allclose(err["score"], err["eps"] / (1 - s.alpha_bar), rtol=1e-8)

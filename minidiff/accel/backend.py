@@ -175,7 +175,7 @@ defvjp_argnums(transfer_to_host, lambda wanted, y, args, kwargs: lambda g: [to_d
 class DeviceVSpace(VSpace):
     """autograd's view of a CuPy array: its shape and dtype, and zeros and ones that CuPy makes.
 
-    autograd's ArrayVSpace calls np.asarray on the value (DESIGN.md), which CuPy refuses; everything else a
+    autograd's ArrayVSpace calls np.asarray on the value, which CuPy refuses; everything else a
     backward pass asks of a vector space (adding two gradients) is the arrays' own arithmetic.
     """
     module = None  # the CuPy module, set by _register_with_autograd

@@ -6,7 +6,7 @@ of some 10 µs of Python and driver time, and a full pass over memory — so SiL
 CPU (`z *= 0.5; s = tanh(z); s += 1; z *= s; s *= 0.5`, backend.py) is five kernels and ten passes over a (B, 256)
 array. Each function here computes the same formula as its NumPy counterpart, named in its comment, as one
 `cupy.ElementwiseKernel`: CUDA C compiled at first use for each dtype, one launch, each input read once and each
-output written once. DESIGN.md measured what SiLU alone gains (19.1 → 13.3 ms a step at batch 131072); the loss,
+output written once. An earlier measurement found what SiLU alone gains (19.1 → 13.3 ms a step at batch 131072); the loss,
 the noisy input x_t, Adam, the EMA and the random draws of a step are fused here the same way. Measured on an H200
 (benchmarks/gpu.py, fp32, forward, backward and Adam): 180 kernels a step without these, 54 with them (PyTorch eager
 launches 62), and 18.3 → 4.7 ms a step at batch 131072, where PyTorch takes 4.5.
@@ -20,7 +20,7 @@ This module never imports CuPy: `backend.use_device` builds `Kernels(cupy)` from
 """
 import numpy as np
 
-# SplitMix64 (minidiff/counter.py has the formulas): the word n of the stream with key k, as a uniform in [0, 1)
+# SplitMix64 (minidiff/accel/counter.py has the formulas): the word n of the stream with key k, as a uniform in [0, 1)
 _COUNTER = r"""
 __device__ double minidiff_uniform(unsigned long long key, unsigned long long n) {
     unsigned long long z = key + (n + 1ULL) * 0x9E3779B97F4A7C15ULL;

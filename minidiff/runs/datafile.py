@@ -3,8 +3,7 @@
     load_data_file(path) -> (n, D) float64 array      a .npy or .csv file, each refusal a DataError
     standardize(x) -> (x_std, stats), unstandardize(x, stats)
 
-A file is checked before it is used, and each check names the file, what is wrong and what is allowed (STYLE rule
-14): the file exists and has a known extension (DATA_EXTENSIONS); it is not larger than MAX_FILE_BYTES on disk; a
+A file is checked before it is used, and each check names the file, what is wrong and what is allowed: the file exists and has a known extension (DATA_EXTENSIONS); it is not larger than MAX_FILE_BYTES on disk; a
 .npy file holds a numeric array (read with allow_pickle=False, its size taken from the header before the data is
 loaded); a .csv file holds comma-separated numbers with at most one header line; there are at least MIN_ROWS rows,
 at most MAX_VALUES numbers, and no NaN or Inf.

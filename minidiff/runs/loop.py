@@ -3,8 +3,8 @@
     train(config, out_dir) -> RunResult
 
 writes the run folder that `checkpoint.py` describes. Randomness comes from four generators spawned from the one
-seed, so that drawing the data, initialising the network, training and evaluating never disturb each other
-(STYLE rule 7): a run is reproducible bit for bit from its config.
+seed, so that drawing the data, initialising the network, training and evaluating never disturb each other:
+a run is reproducible bit for bit from its config.
 
 Exact resume. A checkpoint (`runfolder.save_checkpoint`) holds everything that changes from step to step: the
 params, EMA params, Adam's moments, the training generator's state, the importance sampler's history, the loss

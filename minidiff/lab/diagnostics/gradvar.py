@@ -1,6 +1,6 @@
 """Gradient noise of the diffusion loss, per target, weighting and noise level (McCandlish et al. 2018).
 
-From n per-example gradients g_i of one loss (`pergrad`), with ḡ their mean (REFERENCE.md, "Diagnostics"):
+From n per-example gradients g_i of one loss (`pergrad`), with ḡ their mean (McCandlish et al. 2018):
 
     tr Σ̂     = Σ_i ‖g_i − ḡ‖² / (n − 1) = (Σ_i ‖g_i‖² − n ‖ḡ‖²) / (n − 1)     unbiased for tr Σ
     |G|²_u   = ‖ḡ‖² − tr Σ̂ / n                        unbiased for |G|², since E‖ḡ‖² = |G|² + tr Σ / n

@@ -2,7 +2,7 @@
 
     f(α) = L(θ + α d),    f(α, β) = L(θ + α d + β e)
 
-with d, e random directions, filter-normalised (Li et al. 2018, §4; REFERENCE.md): for each output unit j of a
+with d, e random directions, filter-normalised (Li et al. 2018, §4): for each output unit j of a
 weight matrix — a column of W, as layers compute x W — d_j ← d_j · ‖W_j‖ / (‖d_j‖ + 1e-10); biases get a zero
 direction. A step α = 1 then moves every unit by as much as its own weights, which takes away the scale
 invariance that makes raw slices of two networks incomparable. Two random directions in n dimensions are nearly
@@ -21,7 +21,7 @@ import numpy as np
 
 from minidiff.train import per_example_loss
 
-FILTER_EPS = 1e-10  # REFERENCE.md, Li et al. 2018: keeps a zero direction column finite
+FILTER_EPS = 1e-10  # Li et al. 2018: keeps a zero direction column finite
 FIT_RADIUS = 0.25  # the quadratic for the curvature is fitted on |α| ≤ 0.25 (a quarter of a filter norm)
 
 
