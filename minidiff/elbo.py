@@ -35,11 +35,11 @@ import dataclasses
 import numpy as np
 
 from minidiff.forward import posterior_variance, q_posterior, q_sample
-from minidiff.targets import canonical_target, predicted_mean
+from minidiff.targets import canonical_target, check_identifiable, predicted_mean
 from minidiff.timesteps import UNIFORM_MIX
 
 LOG_2PI = np.log(2.0 * np.pi)
-T_SAMPLINGS = ("exact", "uniform", "importance")
+ESTIMATES = ("exact", "uniform", "importance")  # the bound's sum over t: every term, or one sampled t per point
 PILOT_SIZE = 64  # examples in the importance sampler's pilot pass over all T terms
 
 
@@ -91,9 +91,7 @@ def standardized(x0, stats):
 
 def check_terminal_snr(schedule, target):
     """eps and score cannot give x0_hat where ᾱ = 0 (Lin et al. 2023, §3.2): refuse before any work."""
-    if canonical_target(target) in ("eps", "score") and schedule.alpha_bar[-1] == 0:
-        raise ValueError(f"a {target}-prediction model is undefined at zero terminal SNR (x_0 cannot be recovered "
-                         f"from ε where ᾱ = 0, Lin et al. 2023); use a v or x0 model")
+    check_identifiable(target, schedule.alpha_bar[-1])
 
 
 def terms_at(model, schedule, x0, t, eps, *, target, sigma2):
@@ -145,8 +143,8 @@ def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling=
     'uniform').
     """
     target = canonical_target(target)
-    if t_sampling not in T_SAMPLINGS:
-        raise ValueError(f"unknown t-sampling {t_sampling!r}; choose one of: {', '.join(T_SAMPLINGS)}")
+    if t_sampling not in ESTIMATES:
+        raise ValueError(f"unknown t-sampling {t_sampling!r}; choose one of: {', '.join(ESTIMATES)}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     check_terminal_snr(schedule, target)

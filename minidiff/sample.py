@@ -18,7 +18,7 @@ import numpy as np
 
 from minidiff.forward import posterior_variance
 from minidiff.schedules import from_betas, timestep_spacing
-from minidiff.targets import canonical_target, to_x0_eps
+from minidiff.targets import check_identifiable, to_x0_eps
 
 SAMPLERS = ("ddpm", "ddim", "ode")
 
@@ -63,9 +63,7 @@ def sample(model, target, schedule, shape, rng, *, sampler="ddpm", steps=None, s
         raise ValueError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
     spacing = spacing or ("karras" if sampler == "ode" else "linspace")
     timesteps = timestep_spacing(schedule.T, steps or schedule.T, spacing, alpha_bar=schedule.alpha_bar)
-    if canonical_target(target) in ("eps", "score") and schedule.alpha_bar[timesteps[0]] == 0:
-        raise ValueError(f"a {target}-prediction model cannot start from zero SNR: x_0 is not identifiable from "
-                         f"ε there (Lin et al. 2023, §3.2); use the v or x0 target with zero terminal SNR")
+    check_identifiable(target, schedule.alpha_bar[timesteps[0]])  # the first step must recover x0_hat
     sub = respaced(schedule, timesteps)
     sigma2 = posterior_variance(sub, variance)
     predict = lambda x, t: predict_x0_eps(model, target, schedule, x, t, clip)  # noqa: E731

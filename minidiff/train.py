@@ -26,7 +26,7 @@ from minidiff.accel.backend import get_xp, to_device, to_numpy
 from minidiff.accel.fused import fusable
 from minidiff.layers import weighted_squared_error
 from minidiff.schedules import make_schedule
-from minidiff.targets import canonical_target, loss_weight, make_target, parse_weighting
+from minidiff.targets import canonical_target, check_identifiable, loss_weight, make_target, parse_weighting
 from minidiff.timesteps import TimestepSampler
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -350,11 +350,9 @@ def _check_combinations(config):
         target = canonical_target(config.target)
         parse_weighting(config.weighting)
         schedule = make_schedule(config.schedule, config.T, zero_terminal_snr=config.zero_terminal_snr, warn=False)
+        check_identifiable(target, schedule.alpha_bar[-1])  # x0_hat at the last step
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    if target in ("eps", "score") and schedule.alpha_bar[-1] == 0:
-        raise ConfigError(f"the {target} target cannot be used with zero terminal SNR: at the last step x_t is "
-                          f"pure noise and x_0 cannot be recovered from ε (Lin et al. 2023); use --target v or x0")
     weight = to_numpy(make_problem(config, schedule).weight)
     if not np.all(np.isfinite(weight)):
         bad = np.flatnonzero(~np.isfinite(weight))
