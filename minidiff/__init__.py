@@ -20,10 +20,11 @@ papers are cited by author, year and equation.
   9. nn          the MLP denoiser over a params dict
  10. optim       Adam, gradient clipping, learning-rate schedule, EMA
  11. train       the one loss of every target and weighting; a training step
+ 12. stacked     many runs as one computation: a leading run axis, each run bit for bit as alone
   Using a model
- 12. sample      ancestral DDPM, DDIM (and its inversion), the probability-flow ODE
- 13. likelihood  the probability-flow ODE's exact likelihood
- 14. metrics     energy distance against held-out data, with the data-vs-data floor
+ 13. sample      ancestral DDPM, DDIM (and its inversion), the probability-flow ODE
+ 14. likelihood  the probability-flow ODE's exact likelihood
+ 15. metrics     energy distance against held-out data, with the data-vs-data floor
 
 Then the rooms around the chapters; imports point one way, cli → lab → runs → chapters → accel (tests/test_layout.py):
   accel/   the accelerator: backend (NumPy or CuPy), autodiff (how layers become autograd primitives), fused (the one
@@ -49,7 +50,7 @@ Glossary (one name per symbol, used everywhere):
 # The reading order of the chapters (a group joined by + is one chapter and its helpers); tests/test_layout.py
 # checks that each imports only those before it.
 CHAPTERS = ("named_schedules+spacing+schedules", "forward", "targets", "timesteps", "elbo", "mixture", "data",
-            "layers", "nn", "optim", "train", "sample", "likelihood", "metrics")
+            "layers", "nn", "optim", "train", "stacked", "sample", "likelihood", "metrics")
 
 from minidiff import forward, schedules, targets  # noqa: E402
 from minidiff.elbo import elbo  # noqa: E402  (the function; the module stays importable as minidiff.elbo)

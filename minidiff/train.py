@@ -142,7 +142,7 @@ def noisy_and_target(problem, x0, eps, t):
     The tables are read at each example's t and broadcast over the data dimension; on the GPU both come out of one
     kernel (kernels.py: noisy_and_target).
     """
-    col = lambda v: v[t][:, None]  # noqa: E731  (per-example factor, broadcast over the data dimension)
+    col = lambda v: v[t][..., None]  # noqa: E731  (per-example factor, broadcast over the data dimension)
     x_t = col(problem.sqrt_alpha_bar) * x0 + col(problem.sqrt_one_minus_alpha_bar) * eps  # (B, D)
     target = col(problem.a) * x0 + col(problem.b) * eps  # (B, D)
     return x_t, target
@@ -216,10 +216,9 @@ def train_step(state, problem, config, x_train, loss_median=None):
     loss, grads, per_example = loss_and_grad(state.params, problem, x0, eps, t, importance_weight)
     loss, grad_norm = float(loss), math.sqrt(float(optim.squared_norm(grads)))  # read back: the guard needs them
     lr = optim.lr_at(state.step, config.lr, config.warmup_steps, config.steps, config.min_lr_ratio)
-    problem_found = _divergence(loss, grad_norm, loss_median, config.explosion_factor)
-    if problem_found:
-        raise DivergenceError(f"step {state.step + 1}: {problem_found} with t in [{int(t.min())}, {int(t.max())}] "
-                              f"(target {config.target}, lr {lr:.3g})", state.step + 1)
+    error = divergence_error(state.step, loss, grad_norm, loss_median, t, config, lr)
+    if error is not None:
+        raise error
     params, adam = optim.adam_update(state.params, grads, state.adam, lr,
                                      grad_scale=optim.clip_scale(grad_norm, config.grad_clip))  # Pascanu et al. 2013
     ema = optim.ema_update(state.ema, params, optim.ema_decay_at(state.step, config.ema_decay))
@@ -264,6 +263,16 @@ def counter_timesteps(sampler, key, batch_size):
         t = xp.minimum(xp.searchsorted(to_device(np.cumsum(p)), counter.uniform(key, batch_size), side="right"), T - 1)
         return t, (1.0 / (T * to_device(p)[t])).astype(np.float32)
     return counter.integers(key, batch_size, T), None
+
+
+def divergence_error(step, loss, grad_norm, loss_median, t, config, lr):
+    """The DivergenceError of the 0-based update `step` (its loss, gradient norm, the running median, its batch's
+    timesteps t and its learning rate), or None when the step is sound."""
+    problem_found = _divergence(loss, grad_norm, loss_median, config.explosion_factor)
+    if not problem_found:
+        return None
+    return DivergenceError(f"step {step + 1}: {problem_found} with t in [{int(t.min())}, {int(t.max())}] "
+                           f"(target {config.target}, lr {lr:.3g})", step + 1)
 
 
 def _divergence(loss, grad_norm, loss_median, factor):

@@ -1,0 +1,166 @@
+"""Many runs at once: R runs of one network shape trained as one stack, each in its own run folder.
+
+    train_stack(configs, out_dirs) -> [RunResult, or the exception that stopped that run]
+
+The arithmetic is `minidiff/stacked.py`'s, which gives every run the numbers it would compute alone; around it, each
+run keeps what `loop.train` keeps for one run — its folder, config.json, loss log, divergence guard and checkpoints
+(`loop.open_run`, `loop.accept`, `loop.skip_or_stop`, `folder.save_checkpoint`) — so a run of a stack leaves the
+same files, byte for byte, as the same config trained alone. The runs must share the network, the batch size, the
+dtype and the way batches are drawn; everything else (target, weighting, schedule, T, learning rate, time sampler,
+seed, number of steps, divergence options) may differ.
+
+A run that diverges leaves the stack at that step with the folder `loop.train` would leave: the last good
+checkpoint, the log rows of the steps before, and its DivergenceError as its outcome; the others go on. A skipped
+step (on_divergence="skip-step") keeps the run in the stack with its parameters as they were.
+
+Segments. With segment=k, at step 0, every k steps and at its last step, a run's checkpoint is written and
+on_segment(r, state) is called with its TrainState, as `lab.diagnostics.trajectory.train_with_snapshots` calls it
+between its segments of `loop.train`; an exception it raises takes run r out of the stack, as its outcome.
+
+Exact resume. With resume=True every run continues from its own checkpoint, at whatever step it reached (the runs
+of one stack need not stand at the same step). Ctrl-C or SIGTERM saves every run's checkpoint after the step under
+way and raises loop.Interrupted; a SIGKILL leaves each run at its last checkpoint, to resume from.
+"""
+import dataclasses
+import math
+
+import numpy as np
+
+from minidiff import stacked
+from minidiff.runs.folder import save_checkpoint
+from minidiff.runs.loop import (Interrupted, RunResult, accept, last_loss, loss_median, open_run, skip_or_stop,
+                                stop_requests)
+from minidiff.runs.progress import silent
+from minidiff.accel.backend import to_numpy
+from minidiff.train import DivergenceError, TrainConfig
+
+SHARED = ("hidden", "depth", "time_dim", "fourier_features", "batch_size", "dtype", "randomness")  # one per stack
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """One run of the stack, as `loop.train` keeps it: all but its arrays, which are the stack's."""
+    index: int              # its position in the caller's list
+    config: TrainConfig
+    out_dir: str
+    problem: object
+    x_train: object
+    guard: object
+    log: object
+    saved: int              # the step of its checkpoint on disk
+
+
+def check_stackable(configs):
+    """Raise ValueError unless the configs can train as one stack (the SHARED options, and one data dimension)."""
+    for name in SHARED:
+        values = sorted({str(getattr(c, name)) for c in configs})
+        if len(values) > 1:
+            raise ValueError(f"the runs of a stack share {name}, got {', '.join(values)}")
+
+
+def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=None, advance=None, echo=silent):
+    """Train configs[r] into out_dirs[r] for every r, as one stack (module docstring); returns each run's outcome.
+
+    advance(steps, stopped), if given, is called after every stacked step with the number of run-steps it did and
+    the number of runs that stopped early at it (diverged, or stopped by on_segment). echo(text) says what each run
+    reports (its skipped steps)."""
+    check_stackable(configs)
+    runs, states, outcomes = [], [], [None] * len(configs)
+    for i, (config, out_dir) in enumerate(zip(configs, out_dirs)):
+        opened = open_run(config, out_dir, resume)
+        runs.append(_Run(i, config, out_dir, opened.problem, opened.x_train, opened.guard, opened.log,
+                         opened.state.step))
+        states.append(opened.state)
+    if len({x.shape[1] for x in (r.x_train for r in runs)}) > 1:
+        raise ValueError("the runs of a stack share the data dimension")
+    stack = stacked.stack_states(states)
+    try:
+        with stop_requests() as requested, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            leaving = [j for j, run in enumerate(runs) if _at_boundary(run, stack, j, segment, on_segment, outcomes,
+                                                                           echo)]
+            stack, runs = _leave(stack, runs, leaving)
+            problem = stacked.stack_problems([run.problem for run in runs]) if runs else None
+            while runs and not requested:
+                done = len(runs)
+                stack, runs, stopped = _step(stack, problem, runs, outcomes, segment, on_segment, echo)
+                if len(runs) < done and runs:  # some have left: the tables of those that go on
+                    problem = stacked.stack_problems([run.problem for run in runs])
+                if advance is not None:
+                    advance(done, stopped)
+            if requested:
+                for j, run in enumerate(runs):
+                    save_checkpoint(run.out_dir, stacked.state_of(stack, j), run.guard, run.log, run.config)
+                raise Interrupted(f"interrupted at step {int(stack.step.min())}; every run's checkpoint saved, "
+                                  f"continue with --resume")
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+        raise Interrupted("stopped at once; each run's last checkpoint is kept, continue from it with --resume") \
+            from None
+    finally:
+        for run in runs:
+            run.log.close()
+    return outcomes
+
+
+def _step(stack, problem, runs, outcomes, segment, on_segment, echo):
+    """One step of every run of the stack, each through its guard; (stack, runs that go on, how many of the others
+    stopped early)."""
+    stack, records = stacked.train_step(stack, problem, [r.problem for r in runs], [r.config for r in runs],
+                                        [r.x_train for r in runs], [loss_median(r.guard, r.config) for r in runs])
+    leaving, stopped = [], 0
+    for j, (run, record) in enumerate(zip(runs, records)):
+        step = int(stack.step[j])
+        try:
+            if record.error is not None:
+                run.guard = skip_or_stop(record.error, step, run.guard, run.config, run.log, run.out_dir, run.saved)
+            else:
+                run.guard = accept(step, record.loss, record.grad_norm, record.t, record.per_example, run.guard,
+                                   run.config, run.log)
+        except DivergenceError as err:
+            outcomes[run.index], stopped = err, stopped + 1
+            leaving.append(j)
+            continue
+        if step % run.config.checkpoint_every == 0:
+            run.saved = save_checkpoint(run.out_dir, stacked.state_of(stack, j), run.guard, run.log, run.config)
+        if _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
+            leaving.append(j)
+            stopped += not isinstance(outcomes[run.index], RunResult)
+    stack, left = _leave(stack, runs, leaving)
+    return stack, left, stopped
+
+
+def _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
+    """At a segment's end or the run's last step: write the checkpoint and call on_segment; does the run leave?"""
+    step = int(stack.step[j])
+    last = step >= run.config.steps
+    if not (last or (segment and step % segment == 0)):
+        return False
+    state = stacked.state_of(stack, j)
+    run.saved = save_checkpoint(run.out_dir, state, run.guard, run.log, run.config)
+    try:
+        if on_segment is not None:
+            on_segment(run.index, _on_host(state))
+    except Exception as err:  # noqa: BLE001  (the caller's reason to stop this run: its outcome)
+        outcomes[run.index] = err
+        return True
+    if last:
+        if run.guard.skipped:
+            echo(f"{run.out_dir}: skipped {run.guard.skipped} step(s) whose loss diverged")
+        outcomes[run.index] = RunResult(run.out_dir, step, last_loss(run.guard), math.nan, math.nan, math.nan,
+                                        run.guard.skipped)
+    return last
+
+
+def _on_host(state):
+    """The TrainState with host (NumPy) arrays, as `folder.load_checkpoint` gives it back."""
+    host = lambda tree: {k: to_numpy(v) if hasattr(v, "shape") else v for k, v in tree.items()}  # noqa: E731
+    return dataclasses.replace(state, params=host(state.params), ema=host(state.ema), adam=host(state.adam))
+
+
+def _leave(stack, runs, leaving):
+    """The stack and runs without those at positions `leaving` (their logs closed)."""
+    if not leaving:
+        return stack, runs
+    for j in leaving:
+        runs[j].log.close()
+    keep = [j for j in range(len(runs)) if j not in set(leaving)]
+    return stacked.take(stack, keep), [runs[j] for j in keep]
