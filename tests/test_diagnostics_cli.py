@@ -71,7 +71,7 @@ def test_sweep_writes_its_folder(tmp_path):
     out = tmp_path / "s"
     result = run("sweep", "--lrs", "1e-3", "--targets", "x0", "--seeds", "0", *TINY_SWEEP, "--out", out)
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"sweep.csv", "sweep.json", "sweep.png", "runs"}
+    assert {p.name for p in out.iterdir()} == {"sweep.csv", "sweep.json", "sweep.png", "settings.json", "runs"}
     assert json.loads((out / "sweep.json").read_text())["rows"][0]["status"] == "ok"
     again = run("sweep", "--lrs", "1e-3", "--targets", "x0", "--seeds", "0", *TINY_SWEEP, "--out", out)
     assert again.exit_code == 2 and "already holds a sweep" in again.output

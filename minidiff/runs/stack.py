@@ -21,6 +21,7 @@ Exact resume. With resume=True every run continues from its own checkpoint, at w
 of one stack need not stand at the same step). Ctrl-C or SIGTERM saves every run's checkpoint after the step under
 way and raises loop.Interrupted; a SIGKILL leaves each run at its last checkpoint, to resume from.
 """
+import concurrent.futures
 import dataclasses
 import math
 
@@ -34,6 +35,7 @@ from minidiff.runs.progress import silent
 from minidiff.accel.backend import to_numpy
 from minidiff.train import DivergenceError, TrainConfig
 
+WRITERS = 8  # threads that write the runs' checkpoints at once: each write waits for its disk (fsync), not the CPU
 SHARED = ("hidden", "depth", "time_dim", "fourier_features", "batch_size", "dtype", "randomness")  # one per stack
 
 
@@ -58,11 +60,14 @@ def check_stackable(configs):
             raise ValueError(f"the runs of a stack share {name}, got {', '.join(values)}")
 
 
-def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=None, advance=None, echo=silent):
+def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=None, on_exit=None, advance=None,
+                echo=silent):
     """Train configs[r] into out_dirs[r] for every r, as one stack (module docstring); returns each run's outcome.
 
-    advance(steps, stopped), if given, is called after every stacked step with the number of run-steps it did and
-    the number of runs that stopped early at it (diverged, or stopped by on_segment). echo(text) says what each run
+    on_exit(r, outcome), if given, is called as run r leaves the stack, its folder complete.
+    advance(steps, stopped), if given, is told the run-steps done — at the start those the runs had done before
+    (resume), then after every stacked step its own, and for a run that stops early the steps it will not do — and
+    the number of runs that stopped early (diverged, or stopped by on_segment). echo(text) says what each run
     reports (its skipped steps)."""
     check_stackable(configs)
     runs, states, outcomes = [], [], [None] * len(configs)
@@ -74,22 +79,25 @@ def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=Non
     if len({x.shape[1] for x in (r.x_train for r in runs)}) > 1:
         raise ValueError("the runs of a stack share the data dimension")
     stack = stacked.stack_states(states)
+    advance = advance or (lambda steps, stopped: None)
+    advance(int(stack.step.sum()), 0)
     try:
-        with stop_requests() as requested, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with stop_requests() as requested, np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                concurrent.futures.ThreadPoolExecutor(WRITERS) as writers:
             leaving = [j for j, run in enumerate(runs) if _at_boundary(run, stack, j, segment, on_segment, outcomes,
                                                                            echo)]
-            stack, runs = _leave(stack, runs, leaving)
+            advance(*_unfinished(runs, stack, leaving, outcomes))
+            stack, runs = _leave(stack, runs, leaving, outcomes, on_exit)
             problem = stacked.stack_problems([run.problem for run in runs]) if runs else None
             while runs and not requested:
                 done = len(runs)
-                stack, runs, stopped = _step(stack, problem, runs, outcomes, segment, on_segment, echo)
+                stack, runs, (left_over, stopped) = _step(stack, problem, runs, outcomes, segment, on_segment, echo,
+                                                          writers, on_exit)
                 if len(runs) < done and runs:  # some have left: the tables of those that go on
                     problem = stacked.stack_problems([run.problem for run in runs])
-                if advance is not None:
-                    advance(done, stopped)
+                advance(done + left_over, stopped)
             if requested:
-                for j, run in enumerate(runs):
-                    save_checkpoint(run.out_dir, stacked.state_of(stack, j), run.guard, run.log, run.config)
+                _saved_together(range(len(runs)), runs, stack, writers)
                 raise Interrupted(f"interrupted at step {int(stack.step.min())}; every run's checkpoint saved, "
                                   f"continue with --resume")
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once
@@ -101,12 +109,12 @@ def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=Non
     return outcomes
 
 
-def _step(stack, problem, runs, outcomes, segment, on_segment, echo):
+def _step(stack, problem, runs, outcomes, segment, on_segment, echo, writers, on_exit):
     """One step of every run of the stack, each through its guard; (stack, runs that go on, how many of the others
     stopped early)."""
     stack, records = stacked.train_step(stack, problem, [r.problem for r in runs], [r.config for r in runs],
                                         [r.x_train for r in runs], [loss_median(r.guard, r.config) for r in runs])
-    leaving, stopped = [], 0
+    leaving, due = [], []
     for j, (run, record) in enumerate(zip(runs, records)):
         step = int(stack.step[j])
         try:
@@ -116,23 +124,47 @@ def _step(stack, problem, runs, outcomes, segment, on_segment, echo):
                 run.guard = accept(step, record.loss, record.grad_norm, record.t, record.per_example, run.guard,
                                    run.config, run.log)
         except DivergenceError as err:
-            outcomes[run.index], stopped = err, stopped + 1
+            outcomes[run.index] = err
             leaving.append(j)
             continue
-        if step % run.config.checkpoint_every == 0:
-            run.saved = save_checkpoint(run.out_dir, stacked.state_of(stack, j), run.guard, run.log, run.config)
-        if _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
+        if step % run.config.checkpoint_every == 0 and not _is_boundary(run, step, segment):
+            due.append(j)  # (a boundary writes its own, below)
+    for j, run in _saved_together(due, runs, stack, writers):
+        run.saved = int(stack.step[j])
+    for j, run in enumerate(runs):
+        if j not in leaving and _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
             leaving.append(j)
-            stopped += not isinstance(outcomes[run.index], RunResult)
-    stack, left = _leave(stack, runs, leaving)
-    return stack, left, stopped
+    unfinished = _unfinished(runs, stack, leaving, outcomes)
+    stack, left = _leave(stack, runs, leaving, outcomes, on_exit)
+    return stack, left, unfinished
+
+
+def _unfinished(runs, stack, leaving, outcomes):
+    """(steps that the leaving runs will not do, how many of them stopped early)."""
+    early = [j for j in leaving if not isinstance(outcomes[runs[j].index], RunResult)]
+    return sum(runs[j].config.steps - int(stack.step[j]) for j in early), len(early)
+
+
+def _saved_together(due, runs, stack, writers):
+    """Write the checkpoints of the runs at positions `due`, in threads (each write waits for its disk), and return
+    [(position, run)] once all are on disk."""
+    jobs = [(j, runs[j], writers.submit(save_checkpoint, runs[j].out_dir, stacked.state_of(stack, j), runs[j].guard,
+                                        runs[j].log, runs[j].config)) for j in due]
+    for _, _, job in jobs:
+        job.result()
+    return [(j, run) for j, run, _ in jobs]
+
+
+def _is_boundary(run, step, segment):
+    """Is `step` the end of a segment, or the run's last step?"""
+    return step >= run.config.steps or bool(segment and step % segment == 0)
 
 
 def _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
     """At a segment's end or the run's last step: write the checkpoint and call on_segment; does the run leave?"""
     step = int(stack.step[j])
     last = step >= run.config.steps
-    if not (last or (segment and step % segment == 0)):
+    if not _is_boundary(run, step, segment):
         return False
     state = stacked.state_of(stack, j)
     run.saved = save_checkpoint(run.out_dir, state, run.guard, run.log, run.config)
@@ -156,11 +188,13 @@ def _on_host(state):
     return dataclasses.replace(state, params=host(state.params), ema=host(state.ema), adam=host(state.adam))
 
 
-def _leave(stack, runs, leaving):
-    """The stack and runs without those at positions `leaving` (their logs closed)."""
+def _leave(stack, runs, leaving, outcomes, on_exit):
+    """The stack and runs without those at positions `leaving` (their logs closed, on_exit told)."""
     if not leaving:
         return stack, runs
-    for j in leaving:
+    for j in sorted(leaving):
         runs[j].log.close()
+        if on_exit is not None:
+            on_exit(runs[j].index, outcomes[runs[j].index])
     keep = [j for j in range(len(runs)) if j not in set(leaving)]
     return stacked.take(stack, keep), [runs[j] for j in keep]
