@@ -53,7 +53,10 @@ def per_run(values, like):
     """One number per run as an array in `like`'s dtype, shaped (R, 1, …) to broadcast against `like` (R, …).
 
     The numbers are rounded to the dtype once, as NumPy rounds a Python number that meets an array of that dtype:
-    each run's slice then computes exactly what the single run computes with its scalar."""
+    each run's slice then computes exactly what the single run computes with its scalar. A stack of one gets the
+    number itself, which is the single run's arithmetic to the letter (and its speed)."""
+    if len(values) == 1:
+        return values[0]
     column = np.asarray(values, dtype=np.float64).astype(like.dtype).reshape((-1,) + (1,) * (like.ndim - 1))
     return to_device(column)
 
@@ -146,6 +149,8 @@ def _index(array, runs):
 
 def per_run_dot(a, b):
     """Σ_i a_ri b_ri for each run r of two (R, N) arrays, (R,): one BLAS dot per run, as `a[r].dot(b[r])` adds."""
+    if len(a) == 1:
+        return a[0].dot(b[0]).reshape(1)
     return (a[:, None, :] @ b[:, :, None])[:, 0, 0]
 
 
@@ -164,6 +169,8 @@ def loss_and_grad(params, problem, x0, eps, t, importance_weight):
 def squared_norms(grads):
     """Σ g² of each run over all its arrays, (R,), summed in sorted order of the names as `optim.squared_norm`."""
     R = len(next(iter(grads.values())))
+    if R == 1:
+        return optim.squared_norm(grads).reshape(1)  # (each array's ravel is the run's own)
     return sum(per_run_dot(grads[name].reshape(R, -1), grads[name].reshape(R, -1)) for name in sorted(grads))
 
 
@@ -176,7 +183,8 @@ def draw_batches(states, problems, configs, x_trains):
         run = TrainState(step=int(states.step[r]), params=None, ema=None, adam=None, rng=states.rngs[r],
                          timesteps=states.timesteps[r])
         draws.append(draw_batch(run, problem, config, x_train))
-    x0, eps, t = (xp.stack([d[i] for d in draws]) for i in range(3))
+    together = (lambda arrays: arrays[0][None]) if len(draws) == 1 else xp.stack  # (one run: a view)
+    x0, eps, t = (together([d[i] for d in draws]) for i in range(3))
     weights = xp.ones(t.shape, dtype=x0.dtype)
     for r, d in enumerate(draws):
         if d[3] is not None:
@@ -204,15 +212,14 @@ def train_step(states, problem, problems, configs, x_trains, loss_medians):
     x0, eps, t, weights = draw_batches(states, problems, configs, x_trains)
     losses, grads, per_example = loss_and_grad(states.params, problem, x0, eps, flat_timesteps(problem, t), weights)
     losses, norms = to_numpy(losses).tolist(), np.sqrt(to_numpy(squared_norms(grads)).astype(np.float64)).tolist()
-    records, lrs, scales = [], [], []
-    for r, config in enumerate(configs):
-        step = int(states.step[r])
+    records, lrs, scales, steps = [], [], [], states.step.tolist()
+    for r, (config, step) in enumerate(zip(configs, steps)):
         lrs.append(optim.lr_at(step, config.lr, config.warmup_steps, config.steps, config.min_lr_ratio))
         error = divergence_error(step, losses[r], norms[r], loss_medians[r], t[r], config, lrs[r])
         scales.append(optim.clip_scale(norms[r], config.grad_clip))  # Pascanu et al. 2013
         records.append(StepRecord(losses[r], norms[r], t[r], per_example[r], error))
     params, adam = adam_update(states.params, grads, states.adam, lrs, scales)
-    rates = [1 - optim.ema_decay_at(int(s), c.ema_decay) for s, c in zip(states.step, configs)]
+    rates = [1 - optim.ema_decay_at(step, config.ema_decay) for step, config in zip(steps, configs)]
     ema = ema_update(states.ema, params, rates)
     bad = [r for r, record in enumerate(records) if record.error is not None]
     if bad:
@@ -241,18 +248,35 @@ def _restore(new, old, runs):
 def adam_update(params, grads, state, lrs, grad_scales, weight_decay=0.0):
     """`optim.adam_update` for every run at once: each run's step t, lr and clip factor, one update per array."""
     steps = state["step"] + 1
+    rows = [optim.adam_coefficients(int(t), lr, weight_decay=weight_decay) for t, lr in zip(steps, lrs)]
+
+    def coefficients(like):  # decay on a run's matrices only, as optim.adam_update decides
+        decay = per_run([row["decay"] for row in rows], like) if weight_decay and like.ndim - 1 >= 2 else 0.0
+        return dict(one_minus_beta1=rows[0]["one_minus_beta1"], one_minus_beta2=rows[0]["one_minus_beta2"],
+                    eps_hat=per_run([row["eps_hat"] for row in rows], like), decay=decay,
+                    step_size=per_run([row["step_size"] for row in rows], like), grad_scale=per_run(grad_scales, like))
+    columns = _Columns(coefficients)
     new_params, new_state = {}, {"step": steps}
     for name, theta in params.items():
-        decay = weight_decay if theta.ndim - 1 >= 2 else 0.0  # a run's matrices, as optim.adam_update decides
-        rows = [optim.adam_coefficients(int(t), lr, weight_decay=decay) for t, lr in zip(steps, lrs)]
-        coefficients = {k: per_run([row[k] for row in rows], theta) for k in ("eps_hat", "step_size")}
-        coefficients["decay"] = per_run([row["decay"] for row in rows], theta) if decay else 0.0
         new_params[name], new_state["m." + name], new_state["v." + name] = optim.adam_step(
-            theta, grads[name], state["m." + name], state["v." + name], one_minus_beta1=rows[0]["one_minus_beta1"],
-            one_minus_beta2=rows[0]["one_minus_beta2"], grad_scale=per_run(grad_scales, theta), **coefficients)
+            theta, grads[name], state["m." + name], state["v." + name], **columns.like(theta))
     return new_params, new_state
 
 
 def ema_update(ema, params, rates):
     """`optim.ema_update` for every run at once, rates[r] = 1 − run r's decay."""
-    return {name: optim.ema_step(params[name], average, per_run(rates, average)) for name, average in ema.items()}
+    columns = _Columns(lambda like: per_run(rates, like))
+    return {name: optim.ema_step(params[name], average, columns.like(average)) for name, average in ema.items()}
+
+
+class _Columns:
+    """make(like) for each rank and dtype of array it is asked about, made once (a step's per-run numbers)."""
+
+    def __init__(self, make):
+        self.make, self.made = make, {}
+
+    def like(self, array):
+        key = (array.ndim, array.dtype)
+        if key not in self.made:
+            self.made[key] = self.make(array)
+        return self.made[key]
