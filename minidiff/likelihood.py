@@ -40,7 +40,8 @@ from minidiff.targets import canonical_target, to_x0_eps
 
 LOG_2PI = np.log(2.0 * np.pi)
 RTOL, ATOL = 1e-5, 1e-5  # default tolerances of the ODE solver, per component of (x, ∫ tr)
-MAX_STEPS = 100_000  # a safety stop for the adaptive solver
+MAX_STEPS = 10_000  # a safety stop for the adaptive solver: steps tried, accepted or rejected
+MIN_STEP = 1e-12  # of the interval: a step size below it has collapsed (a right-hand side too steep to follow)
 # Step-size control, Hairer, Nørsett & Wanner 1993, §II.4, eqs. (4.12)–(4.13): a safety factor and bounds on
 # how much one step may shrink or grow the next.
 SAFETY, FAC_MIN, FAC_MAX = 0.9, 0.2, 5.0
@@ -129,22 +130,32 @@ def _initial_step(f, s0, y0, f0, rtol, atol, direction):
     return min(100 * h0, h1)
 
 
+class SolverError(RuntimeError):
+    """The ODE solver could not reach the end: a non-finite right-hand side (a diverged model), or too many steps."""
+
+
 def solve_ode(f, s0, s1, y0, *, rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS, progress=None):
     """y(s1) for dy/ds = f(s, y), y(s0) = y0 of shape (B, M), by adaptive Dormand–Prince 5(4).
 
     One step size for all rows; a step is accepted when every row's scaled error is ≤ 1. progress(fraction)
     is called with the fraction of [s0, s1] covered by each accepted step. Returns (y1, evaluations, steps).
+    The work is bounded: at most max_steps steps are tried, rejected ones included; a NaN or Inf from f, or a step
+    size below MIN_STEP of the interval, stops the solve at once (rejected steps would only shrink h without end) —
+    each a SolverError.
     """
     direction = 1.0 if s1 >= s0 else -1.0
-    s, y, k_first = s0, np.array(y0, dtype=np.float64), f(s0, y0)
+    s, y, k_first = s0, np.array(y0, dtype=np.float64), _finite(f(s0, y0), s0)
     h, evals, steps = _initial_step(f, s0, y, k_first, rtol, atol, direction), 2, 0
-    while direction * (s1 - s) > 0:
-        if steps >= max_steps:
-            raise RuntimeError(f"the ODE solver took {max_steps} steps without reaching the end; loosen rtol/atol")
+    for _ in range(max_steps):
+        if direction * (s1 - s) <= 0:
+            return y, evals, steps
+        if not h >= MIN_STEP * abs(s1 - s0):  # (also catches h = NaN)
+            raise SolverError(f"the ODE solver's step size collapsed at φ = {s:.4g} after {steps} steps: the "
+                              f"model's velocity is too steep to follow (has it diverged?)")
         h = min(h, abs(s1 - s))
         k = [k_first]
         for c, row in zip(DP_C[1:], DP_A[1:]):
-            k.append(f(s + direction * c * h, y + direction * h * sum(a * kj for a, kj in zip(row, k))))
+            k.append(_finite(f(s + direction * c * h, y + direction * h * sum(a * kj for a, kj in zip(row, k))), s))
         evals += 6
         y_new = y + direction * h * sum(a * kj for a, kj in zip(DP_A[-1], k))  # = the last stage's input
         err = _error_norm(direction * h * sum(e * kj for e, kj in zip(DP_E, k)), y, y_new, rtol, atol)
@@ -153,7 +164,18 @@ def solve_ode(f, s0, s1, y0, *, rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS, progr
             if progress is not None:
                 progress(h / abs(s1 - s0))
         h *= min(FAC_MAX, max(FAC_MIN, SAFETY * (err + 1e-300) ** (-1 / ERROR_ORDER)))
-    return y, evals, steps
+    if direction * (s1 - s) <= 0:
+        return y, evals, steps
+    raise SolverError(f"the ODE solver tried {max_steps} steps ({steps} accepted) without reaching the end; "
+                      f"loosen rtol/atol")
+
+
+def _finite(k, s):
+    """k, after checking that the right-hand side is finite at s (else the model has diverged: SolverError)."""
+    if not np.all(np.isfinite(k)):
+        raise SolverError(f"the probability-flow ODE's velocity is NaN or Inf (at φ = {s:.4g}): the model's "
+                          f"predictions are not finite, so its likelihood cannot be computed (has it diverged?)")
+    return k
 
 
 # --- the likelihood ---------------------------------------------------------------------------------------------

@@ -19,11 +19,14 @@ def timestep_spacing(T, num_steps, spacing="linspace", offset=0, alpha_bar=None)
     With T = 1000, n = 10: [999, 888, …, 0], [900, 800, …, 0], [999, 899, …, 99] (Lin et al. 2023, Table 2, 0-based).
     karras (needs alpha_bar): the timesteps nearest to Karras et al.'s σ grid, eq. (5), with σ = √((1 − ᾱ)/ᾱ):
     dense where σ is small, the grid on which an ODE solver's error is even (at most n steps, repeats merged).
+    One step, for every spacing, is [T − 1]: sampling starts from the noise end.
     """
     if spacing not in SPACINGS:
         raise ScheduleError(f"unknown timestep spacing {spacing!r}; choose one of: {', '.join(SPACINGS)}")
     if not 1 <= num_steps <= T:
         raise ScheduleError(f"the number of sampling steps must be between 1 and T={T}, got {num_steps}")
+    if num_steps == 1:  # one step goes from the noise end to the data: linspace and leading would visit t = 0 alone
+        return np.array([T - 1], dtype=np.int64)
     if spacing == "karras":
         return _karras_timesteps(np.asarray(alpha_bar, dtype=np.float64), num_steps)
     if spacing == "linspace":

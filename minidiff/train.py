@@ -52,6 +52,7 @@ class TrainConfig:
     """Everything that defines a run; saved as config.json and enough to reproduce it bit for bit."""
     dataset: str = "moons"
     data_file: str = None
+    data_sha256: str = None  # the data file's checksum, recorded when the run starts: later commands check it
     n_train: int = 20_000
     standardize: bool = False
     target: str = "eps"
@@ -310,7 +311,7 @@ def _check_types(config):
     kinds = {int: numbers.Integral, float: numbers.Real, str: str, bool: bool}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
-        if field.type not in kinds or (field.name == "data_file" and value is None):
+        if field.type not in kinds or (field.name in ("data_file", "data_sha256") and value is None):
             continue
         if isinstance(value, bool) != (field.type is bool) or not isinstance(value, kinds[field.type]):
             raise ConfigError(f"{field.name} must be of type {field.type.__name__}, got {value!r}")

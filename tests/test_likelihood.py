@@ -3,7 +3,7 @@ finite differences, the oracle's flow NLL against the exact density, and the flo
 import numpy as np
 import pytest
 
-from minidiff import make_schedule, nn
+from minidiff import likelihood, make_schedule, nn
 from minidiff.data import get_mixture
 from minidiff.likelihood import flow, flow_nll, network_model, prediction_trace, solve_ode
 from minidiff.mixture import GaussianMixture, oracle, posterior_mean
@@ -206,3 +206,30 @@ def test_flow_nll_of_an_untrained_network_matches_its_closed_form(target, rng):
     result = flow_nll(network_model(params, problem, config), problem.schedule, x0, target=target, rtol=TOL, atol=TOL)
     np.testing.assert_allclose(result.latent, latent, rtol=1e-5)
     np.testing.assert_allclose(result.per_example, expected, rtol=1e-6, atol=5e-5)
+
+
+def test_the_solver_stops_at_once_on_a_non_finite_right_hand_side():
+    """A diverged model's NaN velocity used to make every step fail and shrink h without end: now one SolverError."""
+    calls = []
+
+    def f(s, y):
+        calls.append(s)
+        return np.full_like(y, np.nan) if s > 0.3 else -y
+
+    with pytest.raises(likelihood.SolverError, match="NaN or Inf"):
+        likelihood.solve_ode(f, 0.0, 1.0, np.ones((3, 2)))
+    assert len(calls) < 200  # stopped at the first NaN, not after a long search
+
+
+def test_the_solver_bounds_its_work_rejected_steps_included():
+    """dy/ds = 1/(0.5 − s)² blows up inside the interval: no step size gets past s = 0.5. The solver gives up with a
+    SolverError after at most max_steps tries (each 6 evaluations), never loops for ever."""
+    evaluations = []
+
+    def f(s, y):
+        evaluations.append(s)
+        return np.full_like(y, 1.0 / (0.5 - s) ** 2)
+
+    with pytest.raises(likelihood.SolverError):
+        likelihood.solve_ode(f, 0.0, 1.0, np.zeros((1, 1)), max_steps=500)
+    assert len(evaluations) <= 2 + 6 * 500 + 1

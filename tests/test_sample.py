@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minidiff.sample import ddim_invert, respaced, sample
-from minidiff.schedules import make_schedule
+from minidiff.schedules import make_schedule, timestep_spacing
 from minidiff.targets import TARGETS, make_target
 
 MEAN = np.array([1.0, -0.5])
@@ -124,3 +124,19 @@ def test_progress_is_called_once_per_step(sampler, steps, calls):
     sample(gaussian_denoiser(s, "v"), "v", s, (8, 2), np.random.default_rng(0), sampler=sampler, steps=steps,
            progress=seen.append)
     assert seen == [1] * calls
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_one_sampling_step_goes_from_noise_to_data(spacing):
+    """One step used to visit t = 0 alone (linspace, leading) and return the starting noise. Now it starts at
+    t = T − 1: with the exact denoiser of N(0, 0.1²) data one DDIM step lands at the data's scale, not the noise's."""
+    s = make_schedule("cosine", 100)
+    assert list(timestep_spacing(100, 1, spacing)) == [99]
+    std = 0.1
+
+    def oracle_x0(x, t):  # the x0-prediction of the exact denoiser for x0 ~ N(0, std² I)
+        a = s.alpha_bar[t][:, None]
+        return np.sqrt(a) * std ** 2 / (a * std ** 2 + 1 - a) * x
+
+    x = sample(oracle_x0, "x0", s, (4000, 2), np.random.default_rng(0), sampler="ddim", steps=1, spacing=spacing)
+    assert np.std(x) < 0.2  # the starting noise has std 1; the data 0.1 (one step from t = T−1 cannot do better)

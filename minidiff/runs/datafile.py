@@ -9,6 +9,7 @@ loaded); a .csv file holds comma-separated numbers with at most one header line;
 at most MAX_VALUES numbers, and no NaN or Inf.
 
 """
+import hashlib
 import os
 
 import numpy as np
@@ -37,6 +38,25 @@ def load_data_file(path):
     if values.ndim == 1:
         values = values[:, None]  # n values: n points in one dimension
     return _check_values(path, values)
+
+
+def file_checksum(path):
+    """The SHA-256 of the file's bytes, in hex: what a run records of its data file, and checks at every later use."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_run_data(path, sha256):
+    """The rows of a run's data file, after checking that it is still the file the run was trained on (sha256:
+    the checksum recorded when the run started; None for a run that is starting now)."""
+    points = load_data_file(path)
+    if sha256 is not None and file_checksum(path) != sha256:
+        raise DataError(f"data file {path!r} is not the one this run was trained on (its SHA-256 differs from the "
+                        f"one recorded in config.json); put the original file back, or start a new run")
+    return points
 
 
 def _check_file(path):

@@ -5,6 +5,7 @@ go to a temporary name in the same folder, are flushed to disk, and the temporar
 (a rename within one file system is atomic on POSIX), then the folder itself is flushed so that the rename survives
 a power cut. A process killed in the middle leaves at most a hidden temporary file, which `remove_temporaries` clears.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -56,3 +57,32 @@ def remove_temporaries(folder):
 
 def save_json(path, obj):
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+class FolderBusy(ValueError):
+    """Another process holds the folder: a second writer is refused before it writes anything."""
+
+
+@contextlib.contextmanager
+def exclusive(folder, what="run folder"):
+    """Hold an exclusive OS lock on `folder` (which must exist) while the block runs: one writer per folder.
+
+    The lock is flock(2) on the folder itself, so it leaves no file behind, and the kernel releases it when the
+    process ends, however it ends (kill -9 included): a stale lock cannot outlive its holder. A second process that
+    asks for it gets FolderBusy at once instead of waiting. Where flock is unavailable (not POSIX) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one writer is then the user's to keep
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusy(f"{what} {folder!r} is in use by another minidiff process; wait for it to finish, "
+                             f"or choose another folder") from None
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock

@@ -29,7 +29,7 @@ from minidiff.timesteps import HISTORY, make_timestep_sampler
 from minidiff.train import TrainConfig, TrainState, validate
 
 RESUMABLE = ("steps", "on_divergence", "explosion_factor", "max_skips")  # the options --resume may change
-ADDED_OPTIONS = {"randomness": "numpy"}  # options newer than some checkpoints: what those runs did
+ADDED_OPTIONS = {"randomness": "numpy", "data_sha256": None}  # options newer than some checkpoints: what those runs did
 
 
 # --- config.json ----------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from minidiff.timesteps import make_timestep_sampler
 from minidiff.train import DTYPES, DivergenceError, TrainState, make_problem, model_fn, train_step
 
 QUALITY_SAMPLES = 2000  # samples drawn at the end of a run and compared with as many held-out points
+MIN_HELD_OUT = 2  # held-out points of a data file: the energy distance needs two
 QUALITY_FILE = "quality.json"  # written last: a run folder that holds it has finished
 SAMPLES_PLOT = "samples.png"  # the final samples against the held-out points, drawn by the plot the caller gives
 PROGRESS_SMOOTHING = 0.98  # the progress bar's loss: an exponential moving average over about the last 50 steps
@@ -70,9 +71,13 @@ def generators(seed):
 def load_training_data(config, rng):
     """(train, held_out, stats): training points, 2000 held-out points, and the standardisation (or None)."""
     if config.data_file:
-        points = datafile.load_data_file(config.data_file)
+        points = datafile.load_run_data(config.data_file, config.data_sha256)
         points = points[rng.permutation(len(points))]
         held_out = min(QUALITY_SAMPLES, len(points) // 5)
+        if held_out < MIN_HELD_OUT:
+            raise datafile.DataError(f"data file {config.data_file!r} has {len(points)} rows; a run holds a fifth of "
+                                     f"them out to measure its samples, at least {MIN_HELD_OUT}: give at least "
+                                     f"{5 * MIN_HELD_OUT} rows")
         x_train, x_held = points[held_out:], points[:held_out]
     else:
         x_train = data.sample_dataset(config.dataset, config.n_train, rng)
@@ -102,6 +107,7 @@ def train(config, out_dir, *, resume=False, progress=None, echo=silent, evaluate
     evaluate=False skips the samples and the quality measurement at the end (the result then has NaN there);
     stop_at=n stops after step n as an interruption would, leaving a checkpoint to resume from.
     """
+    config = with_data_checksum(config)
     opened = open_run(config, out_dir, resume)
     state, guard = _loop(opened.state, opened.guard, opened.problem, config, opened.x_train, opened.log, out_dir,
                          progress, stop_at)
@@ -129,7 +135,9 @@ class OpenRun:
 
 
 def open_run(config, out_dir, resume):
-    """The run of `config` in out_dir, fresh or (resume=True) continued from its checkpoint there (`_start`)."""
+    """The run of `config` in out_dir, fresh or (resume=True) continued from its checkpoint there (`_start`).
+
+    The config must carry its data file's checksum, if it has a data file (`with_data_checksum`)."""
     data_rng, init_rng, train_rng, eval_rng = generators(config.seed)
     x_train, x_held, stats = load_training_data(config, data_rng)
     problem = make_problem(config)
@@ -139,6 +147,14 @@ def open_run(config, out_dir, resume):
     network = config.network(x_train.shape[1])
     state, guard, log = _start(out_dir, config, network, stats, (init_rng, train_rng), resume)
     return OpenRun(problem, x_train, x_held, stats, eval_rng, state, guard, log)
+
+
+def with_data_checksum(config):
+    """The config with its data file's SHA-256, if it has a data file and no checksum yet: the data travels with the
+    run as its checksum."""
+    if config.data_file and config.data_sha256 is None:
+        return dataclasses.replace(config, data_sha256=datafile.file_checksum(config.data_file))
+    return config
 
 
 def last_loss(guard):

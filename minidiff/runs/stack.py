@@ -30,7 +30,7 @@ import numpy as np
 from minidiff import stacked
 from minidiff.runs.folder import save_checkpoint
 from minidiff.runs.loop import (Interrupted, RunResult, accept, last_loss, loss_median, open_run, skip_or_stop,
-                                stop_requests)
+                                stop_requests, with_data_checksum)
 from minidiff.runs.progress import silent
 from minidiff.accel.backend import to_numpy
 from minidiff.train import DivergenceError, TrainConfig
@@ -70,6 +70,7 @@ def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=Non
     the number of runs that stopped early (diverged, or stopped by on_segment). echo(text) says what each run
     reports (its skipped steps)."""
     check_stackable(configs)
+    configs = [with_data_checksum(config) for config in configs]
     runs, states, outcomes = [], [], [None] * len(configs)
     for i, (config, out_dir) in enumerate(zip(configs, out_dirs)):
         opened = open_run(config, out_dir, resume)
