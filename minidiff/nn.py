@@ -125,10 +125,17 @@ def apply(params, x, t):
     A stack of R networks (`minidiff/stacked.py`: every param with a leading run axis, W (R, n, m), b (R, m)) maps
     x (R, B, D) and t (R, B) — or (R, 1), one time per run — to (R, B, D), each run as it would alone.
     """
+    D = params["out.W"].shape[-1]
+    return apply_embedded(params, x, _embedded_time(t, x.shape[:-1], params["in.W"].shape[-2] - D,
+                                                    params["in.W"].dtype))
+
+
+def apply_embedded(params, x, emb):
+    """The network's output for points x (B, D) and their time embedding emb (B, E), emb(t) of `time_embedding`:
+    `apply` with the embedding computed already (training reads it from a table of every timestep's)."""
     W_in = params["in.W"]
     dtype, D = W_in.dtype, params["out.W"].shape[-1]
-    emb = _embedded_time(t, x.shape[:-1], W_in.shape[-2] - D, dtype)                            # (B, E)
-    features = [x, emb]
+    features = [x, emb]                                                                          # (B, D), (B, E)
     if "in.W_fourier" in params:
         n_freq = params["in.W_fourier"].shape[-2] // (2 * D)
         features.append(sinusoids(x, fourier_frequencies(n_freq, x.dtype)))                    # (B, 2 D F)

@@ -27,6 +27,7 @@ A run that diverges keeps its parameters (`train_step` restores them, as a singl
 decides, as `runs/loop.py` does for one run, whether it skips the step or leaves the stack (`take`).
 """
 import dataclasses
+import typing
 
 import numpy as np
 
@@ -75,11 +76,12 @@ class StackedProblem:
     b: np.ndarray
     weight: np.ndarray
     time_input: np.ndarray
+    time_embedding: np.ndarray  # (R·T, E)
     dtype: type
     offsets: np.ndarray  # (R, 1): where each run's tables start
 
 
-TABLES = ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "a", "b", "weight", "time_input")
+TABLES = ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "a", "b", "weight", "time_input", "time_embedding")
 
 
 def stack_problems(problems):
@@ -192,8 +194,7 @@ def draw_batches(states, problems, configs, x_trains):
     return x0, eps, t, weights
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class StepRecord:
+class StepRecord(typing.NamedTuple):
     """What one run's step gave: as `train.train_step` returns it, and the DivergenceError it would have raised."""
     loss: float
     grad_norm: float

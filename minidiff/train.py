@@ -98,6 +98,7 @@ class Problem:
     b: np.ndarray
     weight: np.ndarray  # w_X(t)
     time_input: np.ndarray  # what the network sees for timestep t
+    time_embedding: np.ndarray  # (T, E): emb(time input) of every timestep, read at each step, not recomputed
     dtype: type
 
 
@@ -116,11 +117,13 @@ def make_problem(config, schedule=None):
     name, gamma = parse_weighting(config.weighting)
     weight = loss_weight(name, target, schedule, gamma=gamma)
     cast = lambda v: to_device(np.asarray(v, dtype=dtype))  # noqa: E731  (the device's copy, made once)
+    time_input = cast(time_inputs(schedule, config.time_input, t))
     return Problem(schedule=schedule, target=target, sqrt_alpha_bar=cast(np.sqrt(schedule.alpha_bar)),
                    sqrt_one_minus_alpha_bar=cast(np.sqrt(1 - schedule.alpha_bar)),
                    a=cast(make_target(target, schedule, np.ones(config.T), np.zeros(config.T), t)),
                    b=cast(make_target(target, schedule, np.zeros(config.T), np.ones(config.T), t)),
-                   weight=cast(weight), time_input=cast(time_inputs(schedule, config.time_input, t)), dtype=dtype)
+                   weight=cast(weight), time_input=time_input,
+                   time_embedding=nn.time_embedding(time_input, config.time_dim, dtype), dtype=dtype)
 
 
 def per_example_loss(params, problem, x0, eps, t):
@@ -132,7 +135,11 @@ def per_example_loss(params, problem, x0, eps, t):
     params = {k: to_device(v) for k, v in params.items()}
     x0, eps, t = to_device(x0), to_device(eps), to_device(t)
     x_t, target = noisy_and_target(problem, x0, eps, t)  # (B, D), (B, D)
-    prediction = nn.apply(params, x_t, problem.time_input[t])  # (B, D)
+    if problem.time_embedding.shape[-1] == params["in.W"].shape[-2] - x0.shape[-1]:
+        # the time embedding read from the table: the numbers nn.apply computes from t, each sin and cos once
+        prediction = nn.apply_embedded(params, x_t, problem.time_embedding.take(t, axis=0))  # (B, D)
+    else:  # a network with another embedding size than the config's
+        prediction = nn.apply(params, x_t, problem.time_input[t])  # (B, D)
     return weighted_squared_error(prediction, target, problem.weight[t])  # (B,)
 
 
@@ -243,7 +250,7 @@ def draw_batch(state, problem, config, x_train):
         eps = counter.normal(counter.stream_key(config.seed, state.step, "noise"), x0.shape, problem.dtype)
         return to_device(x0), eps, t, importance_weight
     rng, x_train = state.rng, to_numpy(x_train)
-    x0 = x_train[rng.integers(0, len(x_train), B)]  # (B, D)
+    x0 = x_train.take(rng.integers(0, len(x_train), B), axis=0)  # (B, D)
     t, importance_weight = state.timesteps.sample(rng, B)
     eps = rng.standard_normal(x0.shape, dtype=problem.dtype)  # (B, D)
     return to_device(x0), to_device(eps), to_device(t), importance_weight
@@ -278,9 +285,9 @@ def divergence_error(step, loss, grad_norm, loss_median, t, config, lr):
 
 def _divergence(loss, grad_norm, loss_median, factor):
     """What is wrong with this step, in words, or None: a non-finite loss or gradient, or a loss explosion."""
-    if not np.isfinite(loss):
+    if not math.isfinite(loss):
         return f"non-finite loss {loss}"
-    if not np.isfinite(grad_norm):
+    if not math.isfinite(grad_norm):
         return f"non-finite gradient (norm {grad_norm})"
     if loss_median is not None and loss > factor * loss_median:
         return (f"loss explosion, loss {loss:.4g} is {loss / loss_median:.3g} × the running median {loss_median:.4g} "
