@@ -1,7 +1,8 @@
 """The minidiff command line: `minidiff COMMAND --help` (or `python cli.py COMMAND --help`).
 
 Each command parses and validates its options, then calls one library function; nothing is written before the
-options are known to be good. Usage errors exit with code 2 and one line (click's convention).
+options are known to be good. Usage errors exit with code 2 and one line (click's convention): the library raises
+`minidiff.errors.UsageError`, and the group (`Group`) turns it into click's usage error, for every command.
 """
 import dataclasses
 import os
@@ -19,12 +20,39 @@ from minidiff.lab import figures
 from minidiff.train import ON_DIVERGENCE, RANDOMNESS, TrainConfig
 from minidiff.runs.progress import open_bar
 from minidiff.cli.common import progress_bar
+from minidiff.errors import UsageError
 
 DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 RUN_FILES = ("config.json", "checkpoint.npz", "loss_log.csv", "samples.npy", "samples.png", "quality.json")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Group(click.Group):
+    """The minidiff group: a library UsageError raised while a command reads its options or runs becomes click's
+    usage error — the command's usage, then its message on one `Error:` line, exit status 2 — here and nowhere
+    else."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UsageError as err:
+            raise _click_error(err, _command_context(self, ctx)) from None
+
+
+def _click_error(err, ctx):
+    """click's error for a library UsageError: 'Invalid value for OPTION: …' when it names its option."""
+    if err.option is not None:
+        return click.BadParameter(str(err), ctx=ctx, param_hint=err.option)
+    return click.UsageError(str(err), ctx=ctx)
+
+
+def _command_context(group, ctx):
+    """A context of the command that failed (its own is closed by now): the usage line is that command's."""
+    if ctx.invoked_subcommand is None:
+        return ctx
+    return click.Context(group.get_command(ctx, ctx.invoked_subcommand), info_name=ctx.invoked_subcommand, parent=ctx)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option("0.1.0", prog_name="minidiff")
 def main():
     """minidiff: a small, exact diffusion engine in NumPy with autograd gradients."""
@@ -205,13 +233,10 @@ def _check_flags(resume, force):
 def _check_config(config):
     """Every option and the data file, checked before anything is written: a usage error on the first bad one."""
     from minidiff.runs import loop as run
-    from minidiff.train import ConfigError, validate
-    try:
-        validate(config)
-        if config.data_file:  # read, split and standardised exactly as training will (datafile.DataError if it cannot)
-            run.load_training_data(config, run.generators(config.seed)[0])
-    except (ConfigError, datafile.DataError) as err:
-        raise click.UsageError(str(err)) from None
+    from minidiff.train import validate
+    validate(config)
+    if config.data_file:  # read, split and standardised exactly as training will (datafile.DataError if it cannot)
+        run.load_training_data(config, run.generators(config.seed)[0])
 
 
 def _prepare_out(out, force):
@@ -421,12 +446,9 @@ def _elbo_setup(run_dir, use_oracle, oracle, weights, n, seed):
     given = [f"--{key.replace('_', '-')}" for key, value in oracle.items() if value]
     if run_dir is not None and given:
         raise click.UsageError(f"{', '.join(given)} come from the run; give them only without RUN (with --oracle)")
-    try:
-        if run_dir is None:
-            return evaluate.oracle_setup(**oracle, n=n, seed=seed)
-        return evaluate.run_setup(run_dir, weights=weights, n=n, seed=seed, with_oracle=use_oracle)
-    except evaluate.EvaluationError as err:
-        raise click.UsageError(str(err)) from None
+    if run_dir is None:
+        return evaluate.oracle_setup(**oracle, n=n, seed=seed)
+    return evaluate.run_setup(run_dir, weights=weights, n=n, seed=seed, with_oracle=use_oracle)
 
 
 # --- diagnostics: gradient noise, loss landscapes, stability sweeps (minidiff.lab.diagnostics) -----------------------
@@ -545,11 +567,7 @@ def gradvar(runs, dataset, schedules, targets, weightings, T, n, buckets, by, hi
 def _measurable(dataset, schedules, targets, weightings, T):
     """A usage error when no schedule × target × weighting can be trained (each that cannot is skipped later)."""
     from minidiff.lab.diagnostics import applied
-    from minidiff.train import ConfigError
-    try:
-        applied.check_measurable(dataset, schedules, targets, weightings, T=T)
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
+    applied.check_measurable(dataset, schedules, targets, weightings, T=T)
 
 
 @main.command()
@@ -631,13 +649,10 @@ def sweep(lrs, targets, schedules, weightings, seeds, dataset, T, steps, batch_s
     """
     from minidiff.lab import reports
     from minidiff.lab.diagnostics import sweep as sweeps
-    from minidiff.train import ConfigError, TrainConfig, validate
+    from minidiff.train import TrainConfig, validate
     base = dict(dataset=dataset, T=T, steps=steps, batch_size=batch_size, hidden=hidden, depth=depth,
                 log_every=check_every, checkpoint_every=check_every)
-    try:
-        validate(TrainConfig(**base, schedule=schedules[0], target="v"))
-    except ConfigError as err:
-        raise click.UsageError(str(err)) from None
+    validate(TrainConfig(**base, schedule=schedules[0], target="v"))
     _prepare_sweep_out(out, force)
     settings = sweeps.SweepConfig(lrs=lrs, targets=targets, schedules=schedules, weightings=weightings, seeds=seeds,
                                   base=base, check_every=check_every, quality_n=quality_n,

@@ -21,6 +21,7 @@ from minidiff.runs import checkpoint, loop as run
 from minidiff.runs.progress import open_bar
 from minidiff import data, likelihood, mixture
 from minidiff.elbo import check_terminal_snr, elbo
+from minidiff.errors import UsageError
 from minidiff.schedules import Schedule, make_schedule
 from minidiff.targets import canonical_target
 from minidiff.train import make_problem, model_fn
@@ -30,7 +31,7 @@ ODE_BAR = 1000  # the probability-flow progress bar counts thousandths of the OD
 TITLE_WIDTH, COLUMN_WIDTH = 38, 22  # the table: the title of a row, then one column per model
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UsageError):
     """A run, dataset, schedule or target that cannot be evaluated, found before any work."""
 
 

@@ -28,6 +28,7 @@ import zipfile
 
 import numpy as np
 
+from minidiff.errors import UsageError
 from minidiff.runs.files import atomic_write
 
 CONFIG_FILE, CHECKPOINT_FILE, LOG_FILE = "config.json", "checkpoint.npz", "loss_log.csv"
@@ -38,7 +39,7 @@ ZIP_MAGIC = b"PK\x03\x04"  # a zip archive starts with a local file header (PKWA
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry (MS-DOS date, APPNOTE.TXT §4.4.6)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint or run folder that cannot be used, with the reason."""
 
 
