@@ -115,11 +115,17 @@ SCHEDULES = {
 }
 
 
+def check_name(name):
+    """`name`, if it is one of SCHEDULES; a ScheduleError naming them otherwise."""
+    if name not in SCHEDULES:
+        raise ScheduleError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    return name
+
+
 def lookup(name, T, options):
     """(β_t, log ᾱ(u)) of the schedule `name` with T steps and its own options; a ScheduleError for an unknown
     name or option, or a T that is not an integer >= 1."""
-    if name not in SCHEDULES:
-        raise ScheduleError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    check_name(name)
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise ScheduleError(f"T must be an integer >= 1, got {T!r}")
     fn = SCHEDULES[name][0]
