@@ -31,7 +31,6 @@ from minidiff.targets import canonical_target
 from minidiff.train import make_problem, model_fn
 
 ORACLE_DEFAULTS = {"dataset": "gmm2d", "schedule": "cosine", "T": 1000, "target": "v"}  # the oracle alone
-PLOT_EXTENSIONS = (".png", ".svg")
 ODE_BAR = 1000  # the probability-flow progress bar counts thousandths of the ODE's time interval
 TITLE_WIDTH, COLUMN_WIDTH = 38, 22  # the table: the title of a row, then one column per model
 
@@ -106,7 +105,7 @@ def setup_of(config):
     """The Setup of the run (and the oracle beside it), or of the oracle alone; a UsageError for a plot that lacks
     terms, options that do not go together, or a run, dataset, schedule or target that cannot be evaluated."""
     if config.plot is not None:
-        files.check_output_file(config.plot, PLOT_EXTENSIONS)
+        files.check_output_file(config.plot, files.FIGURE_EXTENSIONS)
         if config.t_sampling != "exact":
             raise UsageError("the plot of L_t needs every term: use --t-sampling exact", option="--plot")
     if config.run_dir is None and not config.oracle:

@@ -15,6 +15,7 @@ import tempfile
 from minidiff.errors import UsageError
 
 TEMPORARY_PREFIX = ".tmp-"
+FIGURE_EXTENSIONS = (".png", ".svg")  # the figure files minidiff writes (lab/figures: save)
 OUTPUT_FILE = "output file"  # what a refused output file's message names
 FILE_MODE = 0o666  # what open() would give a new file, before the umask
 _UMASK = os.umask(0o022)  # read the process's umask (os.umask sets a new one and returns the old) …

@@ -23,7 +23,7 @@ from minidiff.train import TrainConfig, validate
 from minidiff.lab import reports
 from minidiff.lab.diagnostics import applied, sweep as sweeps
 
-DATA_EXTENSIONS, PLOT_EXTENSIONS = (".json",), (".png", ".svg")
+DATA_EXTENSIONS = (".json",)
 DEFAULT_WORKERS = os.cpu_count() or 1  # processes of a sweep: one per core
 
 
@@ -171,8 +171,8 @@ def check_lr(value):
 def data_and_plot(out, plot):
     """The plot's path, after checking both: out must be .json, the plot defaults to out with .png."""
     files.check_output_file(out, DATA_EXTENSIONS)
-    plot = plot or os.path.splitext(out)[0] + PLOT_EXTENSIONS[0]
-    files.check_output_file(plot, PLOT_EXTENSIONS)
+    plot = plot or os.path.splitext(out)[0] + files.FIGURE_EXTENSIONS[0]
+    files.check_output_file(plot, files.FIGURE_EXTENSIONS)
     return plot
 
 
