@@ -1,4 +1,4 @@
-"""What `minidiff gradvar`, `landscape` and `sweep` write and print, from the results of studies.py and sweep.py;
+"""What `minidiff gradvar`, `landscape` and `sweep` write and print, from the results of applied.py and sweep.py;
 and the tables of `minidiff schedules` and `minidiff datasets`.
 
 A study's data go to OUT (.json, every number), its table to the CSV beside it (OUT with .csv), its main figure
@@ -32,7 +32,7 @@ def beside(plot, suffix):
 # --- gradient noise ----------------------------------------------------------------------------------------------
 
 def write_gradvar(records, out, plot, settings, targets=None):
-    """The records of `studies.gradvar_*` (and the `studies.target_study` of the same configurations) as data,
+    """The records of `applied.gradvar_*` (and the `applied.target_study` of the same configurations) as data,
     table and figures; `settings` are saved with them."""
     save_json(out, dict(settings=settings, records=records, **({} if targets is None else {"targets": targets})))
     save_csv(csv_path(out), gradvar_rows(records), GRADVAR_COLUMNS)
@@ -78,7 +78,7 @@ def gradvar_table(records):
 # --- loss landscapes ----------------------------------------------------------------------------------------------
 
 def landscape_rows(results):
-    """The CSV rows: each result of `studies.landscape_of_run`, with its first PCA ratios as columns."""
+    """The CSV rows: each result of `applied.landscape_of_run`, with its first PCA ratios as columns."""
     return [dict(r, **({f"pca_ratio_{k + 1}": r["pca"]["ratios"][k] for k in range(PCA_SHOWN)} if "pca" in r else {}))
             for r in results]
 
