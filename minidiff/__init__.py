@@ -25,7 +25,9 @@ papers are cited by author, year and equation.
  13. likelihood  the probability-flow ODE's exact likelihood
  14. metrics     energy distance against held-out data, with the data-vs-data floor
 
-Then the rooms around the chapters; imports point one way, cli → lab → runs → chapters → accel (tests/test_layout.py):
+Then the rooms around the chapters; imports point one way, cli → lab → runs → chapters → accel → errors
+(tests/test_layout.py):
+  errors   the one exception of a user's mistake (UsageError): a bad option, value, file or run folder
   accel/   the accelerator: backend (NumPy or CuPy), autodiff (how layers become autograd primitives), fused (the one
            table of fused GPU kernels), kernels (their CUDA source), counter (the GPU's counter-based randomness)
   runs/    run infrastructure: files (atomic writes), checkpoint, datafile (a user's data file), folder (a run's state

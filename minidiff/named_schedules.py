@@ -13,6 +13,8 @@ import inspect
 
 import numpy as np
 
+from minidiff.errors import UsageError
+
 # Default endpoints, each with its source. β-space defaults are stated for T = 1000 and scaled by 1000 / T so
 # that any T reaches the same final noise level (improved-diffusion's `get_named_beta_schedule`).
 REFERENCE_T = 1000
@@ -25,7 +27,7 @@ SIGMOID_START, SIGMOID_END, SIGMOID_TAU = -3.0, 3.0, 1.0  # Chen 2023, Alg. 1 de
 SIGMOID_CLIP_MIN = 1e-9  # Chen 2023, Alg. 1
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UsageError):
     """An unknown schedule name or an invalid schedule value."""
 
 
@@ -113,11 +115,17 @@ SCHEDULES = {
 }
 
 
+def check_name(name):
+    """`name`, if it is one of SCHEDULES; a ScheduleError naming them otherwise."""
+    if name not in SCHEDULES:
+        raise ScheduleError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    return name
+
+
 def lookup(name, T, options):
     """(β_t, log ᾱ(u)) of the schedule `name` with T steps and its own options; a ScheduleError for an unknown
     name or option, or a T that is not an integer >= 1."""
-    if name not in SCHEDULES:
-        raise ScheduleError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    check_name(name)
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise ScheduleError(f"T must be an integer >= 1, got {T!r}")
     fn = SCHEDULES[name][0]

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-# SCHEDULES, ScheduleError, SPACINGS and timestep_spacing: the rest of minidiff reads them from here.
-from minidiff.named_schedules import REFERENCE_T, SCHEDULES, ScheduleError, lookup  # noqa: F401
+# SCHEDULES, ScheduleError, check_name, SPACINGS and timestep_spacing: the rest of minidiff reads them from here.
+from minidiff.named_schedules import REFERENCE_T, SCHEDULES, ScheduleError, check_name, lookup  # noqa: F401
 from minidiff.spacing import SPACINGS, timestep_spacing  # noqa: F401
 
 PRIOR_KL_WARN = 1e-3  # nats per dimension: above this the prior term L_T is not "extremely small"

@@ -24,6 +24,7 @@ from minidiff import nn, optim
 from minidiff.accel.autodiff import value_and_vjp
 from minidiff.accel.backend import get_xp, to_device, to_numpy
 from minidiff.accel.fused import fusable
+from minidiff.errors import UsageError
 from minidiff.layers import weighted_squared_error
 from minidiff.schedules import make_schedule
 from minidiff.targets import canonical_target, check_identifiable, loss_weight, make_target, parse_weighting
@@ -279,7 +280,7 @@ def _divergence(loss, grad_norm, loss_median, factor):
     return None
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A TrainConfig that cannot run, with a one-line reason naming the option and what is allowed."""
 
 

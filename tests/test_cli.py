@@ -130,3 +130,32 @@ def test_datasets_lists_every_dataset(tmp_path):
     for name in ("moons", "8gaussians", "gmm1d"):
         assert name in result.output
     assert (tmp_path / "d.png").stat().st_size > 10_000
+
+
+def test_the_library_mistakes_are_one_exception_that_keeps_its_old_bases():
+    from minidiff import schedules, train
+    from minidiff.accel import backend
+    from minidiff.errors import UsageError
+    from minidiff.lab import evaluate
+    from minidiff.runs import checkpoint, datafile
+    for error in (train.ConfigError, schedules.ScheduleError, datafile.DataError, checkpoint.CheckpointError,
+                  evaluate.EvaluationError, backend.DeviceError):
+        assert issubclass(error, UsageError) and issubclass(error, ValueError)
+    assert issubclass(backend.DeviceError, RuntimeError)  # what `except RuntimeError` caught before
+
+
+@pytest.mark.parametrize("option, last_line", [(None, "Error: no such thing"),
+                                               ("--thing", "Error: Invalid value for --thing: no such thing")])
+def test_the_group_turns_a_usage_error_of_any_command_into_exit_2_under_its_usage(option, last_line):
+    from minidiff.cli import Group
+    from minidiff.errors import UsageError
+    group = Group("minidiff", context_settings={"help_option_names": ["-h", "--help"]})
+
+    @group.command()
+    def fails():
+        raise UsageError("no such thing", option=option)
+    result = CliRunner().invoke(group, ["fails"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "Usage: minidiff fails [OPTIONS]" and lines[1] == "Try 'minidiff fails --help' for help."
+    assert lines[-1] == last_line

@@ -11,16 +11,21 @@ The points are n fresh points of the dataset, drawn from a generator of their ow
 apart from the noise of the bound (default_rng(seed)); a run trained on a data file is evaluated on its held-out
 points. A gap is paired — bound − exact on the same points — so the spread of the data's own NLL cancels from its
 standard error. Everything is in nats per example, and in bits per dimension: nats / (D ln 2).
+
+`evaluate(ElboConfig(...))` is the command's entry point: it checks what the config asks for (`setup_of`: a run or
+the oracle, options that go together, a plot that has every term), then measures.
 """
+import dataclasses
 import os
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from minidiff.runs import checkpoint, loop as run
-from minidiff.runs.progress import open_bar
+from minidiff.runs import checkpoint, files, loop as run
+from minidiff.runs.progress import open_bar, silent
 from minidiff import data, likelihood, mixture
 from minidiff.elbo import check_terminal_snr, elbo
+from minidiff.errors import UsageError
 from minidiff.schedules import Schedule, make_schedule
 from minidiff.targets import canonical_target
 from minidiff.train import make_problem, model_fn
@@ -30,7 +35,7 @@ ODE_BAR = 1000  # the probability-flow progress bar counts thousandths of the OD
 TITLE_WIDTH, COLUMN_WIDTH = 38, 22  # the table: the title of a row, then one column per model
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UsageError):
     """A run, dataset, schedule or target that cannot be evaluated, found before any work."""
 
 
@@ -51,6 +56,68 @@ class Setup(NamedTuple):
     schedule: Schedule
     x0: np.ndarray
     name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ElboConfig:
+    """What `minidiff elbo` evaluates: the run in run_dir (with oracle, the optimal denoiser beside it), or without
+    run_dir the oracle alone, of dataset, schedule, T, zero_terminal_snr and target (None: ORACLE_DEFAULTS)."""
+    run_dir: str = None
+    oracle: bool = False
+    dataset: str = None
+    schedule: str = None
+    T: int = None
+    zero_terminal_snr: bool = False
+    target: str = None
+    weights: str = "ema"  # runs.folder.WEIGHTS
+    n: int = 1000
+    seed: int = 0
+    variance: str = "beta_tilde"  # forward.VARIANCES: σ_t² of p(x_{t-1}|x_t) and of the decoder
+    t_sampling: str = "exact"  # elbo.ESTIMATES
+    ode: bool = True
+    rtol: float = likelihood.RTOL
+    atol: float = likelihood.ATOL
+    plot: str = None  # where the caller will draw L_t against t (.png/.svg): checked here, before any work
+
+
+class Evaluation(NamedTuple):
+    """What `evaluate` measured: the setup, {label: elbo.Bound}, {label: FlowNLL}, the exact NLL (or None), a title."""
+    setup: Setup
+    bounds: dict
+    flows: dict
+    exact: Optional[np.ndarray]
+    title: str
+
+
+def evaluate(config, *, progress=None, echo=silent):
+    """The bounds and PF-ODE NLLs that `config` asks for, after every check (`setup_of`); echo(line) hears what is
+    evaluated before the work starts. RuntimeError when the ODE solver gives up."""
+    setup = setup_of(config)
+    echo(f"{config.n} points of {setup.name}; {setup.schedule.describe()}; σ_t² = {config.variance}, "
+         f"t: {config.t_sampling}")
+    bounds, flows = likelihoods(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
+                                ode=config.ode, rtol=config.rtol, atol=config.atol, progress=progress)
+    title = f"{setup.name}, {setup.schedule.name}, T = {setup.schedule.T}"
+    return Evaluation(setup, bounds, flows, exact_nll(setup.name, setup.x0), title)
+
+
+def setup_of(config):
+    """The Setup of the run (and the oracle beside it), or of the oracle alone; a UsageError for a plot that lacks
+    terms, options that do not go together, or a run, dataset, schedule or target that cannot be evaluated."""
+    if config.plot is not None:
+        files.check_output_file(config.plot, files.FIGURE_EXTENSIONS)
+        if config.t_sampling != "exact":
+            raise UsageError("the plot of L_t needs every term: use --t-sampling exact", option="--plot")
+    if config.run_dir is None and not config.oracle:
+        raise UsageError("give a RUN folder, or --oracle (with --dataset, --schedule, --T) for the exact optimal "
+                         "denoiser of a mixture")
+    oracle = {key: getattr(config, key) for key in ("dataset", "schedule", "T", "zero_terminal_snr", "target")}
+    given = [f"--{key.replace('_', '-')}" for key, value in oracle.items() if value]
+    if config.run_dir is not None and given:
+        raise UsageError(f"{', '.join(given)} come from the run; give them only without RUN (with --oracle)")
+    if config.run_dir is None:
+        return oracle_setup(**oracle, n=config.n, seed=config.seed)
+    return run_setup(config.run_dir, weights=config.weights, n=config.n, seed=config.seed, with_oracle=config.oracle)
 
 
 def _points_rng(seed):

@@ -29,6 +29,7 @@ from minidiff.timesteps import HISTORY, make_timestep_sampler
 from minidiff.train import TrainConfig, TrainState, validate
 
 RESUMABLE = ("steps", "on_divergence", "explosion_factor", "max_skips")  # the options --resume may change
+WEIGHTS = ("ema", "raw")  # the params of a checkpoint a model is made of: the EMA of the weights, or the weights
 ADDED_OPTIONS = {"randomness": "numpy", "data_sha256": None}  # options newer than some checkpoints: what those runs did
 
 

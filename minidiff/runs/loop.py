@@ -31,8 +31,8 @@ from minidiff import data, metrics, nn, optim
 from minidiff.runs import datafile
 from minidiff.accel.backend import to_device
 from minidiff.runs.folder import load_checkpoint, on_device, save_checkpoint, save_config
-# Names of run too: run.load_run, used across the package, and run.load_config and run.RESUMABLE, used by cli.py.
-from minidiff.runs.folder import RESUMABLE, load_config, load_run  # noqa: F401
+# A name of run too: run.load_run, used across the package.
+from minidiff.runs.folder import load_run  # noqa: F401
 from minidiff.runs.log import LossGuard, LossLog
 from minidiff.runs.progress import open_bar, silent
 from minidiff.sample import sample
