@@ -28,7 +28,9 @@ def main():
 @main.command()
 @click.option("--T", "T", type=click.IntRange(min=1), default=1000, show_default=True, help="diffusion steps")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None, help="also save ᾱ, SNR, log-SNR plot (.png/.svg)")
-def schedules(T, plot):
+@click.option("--snr-shift", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="shift every schedule in log-SNR, λ → λ − 2 log S (SD3's time shift; 1: none)")
+def schedules(T, plot, snr_shift):
     """Table of every noise schedule at T steps: ᾱ at both ends, SNR and log-SNR range, prior term."""
     if plot is not None:
         _check_output_file(plot, (".png", ".svg"))
@@ -39,7 +41,7 @@ def schedules(T, plot):
     for name in schedules_module.SCHEDULES:
         for zero in (False, True):
             try:
-                s = schedules_module.make_schedule(name, T, zero_terminal_snr=zero, warn=False)
+                s = schedules_module.make_schedule(name, T, zero_terminal_snr=zero, shift=snr_shift, warn=False)
             except schedules_module.ScheduleError as err:
                 click.echo(f"{name:<16}{'yes' if zero else 'no':>9}  not defined: {err}")
                 continue
@@ -48,6 +50,8 @@ def schedules(T, plot):
                        f"{s.prior_kl:>11.3g}")
     click.echo(f"prior KL: KL(q(x_T|x_0) || N(0, I)) in nats per dimension for unit-variance data; "
                f"above {schedules_module.PRIOR_KL_WARN:g} it is not negligible.")
+    if snr_shift != 1:
+        click.echo(f"every schedule shifted in log-SNR by -2 log {snr_shift:g} = {-2 * np.log(snr_shift):.4f}")
     if plot is not None:
         figures.save(figures.schedules_figure(T), plot)
         click.echo(f"wrote {plot}")
