@@ -163,10 +163,10 @@ def train(out, resume, force, quiet, **options):
 
 def _echo_schedule_warnings(config):
     """What the run's schedule warns about (a prior term that is not negligible), said once before training."""
-    from minidiff.train import make_problem
+    from minidiff.objective import schedule_of
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", schedules_module.PriorTermWarning)
-        make_problem(config)
+        schedule_of(config)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
 
@@ -301,7 +301,7 @@ def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, se
     try:
         with click.progressbar(length=steps or config.T, label=f"sampling ({sampler})", width=24, hidden=quiet,
                                file=sys.stderr) as bar:
-            x = draw(model, config.target, problem.schedule, (n, network.data_dim), np.random.default_rng(seed),
+            x = draw(model, problem.target, problem.schedule, (n, network.data_dim), np.random.default_rng(seed),
                      sampler=sampler, steps=steps, spacing=spacing, eta=eta, variance=variance, clip=clip,
                      progress=bar.update)
     except ValueError as err:

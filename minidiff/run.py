@@ -28,14 +28,13 @@ import click
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import data, datafile, metrics, nn, optim
+from . import data, datafile, metrics, nn, objective, optim
 from .backend import to_device
 from .runfolder import load_checkpoint, on_device, save_checkpoint, save_config
 # Names of run too: run.load_run, used across the package, and run.load_config and run.RESUMABLE, used by cli.py.
 from .runfolder import RESUMABLE, load_config, load_run  # noqa: F401
 from .runlog import LossGuard, LossLog
 from .sample import sample
-from .timesteps import make_timestep_sampler
 from .train import DTYPES, DivergenceError, TrainState, make_problem, model_fn, train_step
 
 QUALITY_SAMPLES = 2000  # samples drawn at the end of a run and compared with as many held-out points
@@ -85,7 +84,7 @@ def initial_state(config, data_dim, init_rng, train_rng):
     params = nn.init(init_rng, config.network(data_dim), dtype=DTYPES[config.dtype])
     return TrainState(step=0, params=params, ema={k: v.copy() for k, v in params.items()},
                       adam=optim.adam_init(params), rng=train_rng,
-                      timesteps=make_timestep_sampler(config.t_sampling, config.T))
+                      timesteps=objective.timestep_sampler(config))
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
