@@ -104,12 +104,21 @@ def option(name, help, **kwargs):
               help="train on your own points instead: an (n, D) .npy or .csv file")
 @option("--n-train", "training points drawn from the toy dataset", type=click.IntRange(min=2))
 @option("--standardize/--no-standardize", "scale the data to zero mean, unit variance (undone when sampling)")
-@option("--target", "what the network predicts: eps, x0, v, score, mu")
+@option("--target", "what the network predicts: eps, x0, v, score, mu, flow (ε − x0), edm (EDM's F)")
+@click.option("--sigma-data", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="EDM's σ_data for --target edm and --weighting edm [default: the training data's measured standard "
+                   "deviation, √(variance averaged over the dimensions), saved in config.json]")
 @option("--schedule", "noise schedule (see `minidiff schedules`)")
 @option("--T", "diffusion steps", type=click.IntRange(min=1))
 @option("--zero-terminal-snr/--no-zero-terminal-snr", "rescale the schedule to SNR = 0 at the last step")
-@option("--weighting", "loss weighting: uniform, elbo, snr, trunc-snr, min-snr[-γ]")
-@option("--t-sampling", "how t is drawn: uniform, stratified, importance")
+@option("--weighting", "loss weighting: uniform, elbo, snr, trunc-snr, min-snr[-γ], edm, p2[:k=1,gamma=1], "
+                       "sigmoid[:b=0], learned (EDM2's learned uncertainty)")
+@option("--t-sampling", "how t is drawn: uniform, stratified, importance; SD3's and EDM's densities of the flow's "
+                        "time, which change the objective: logit-normal[:m=0,s=1], mode[:s=1.29], cosmap, "
+                        "log-normal[:p_mean=-1.2,p_std=1.2]; importance-NAME: the same draws weighted by 1/(T p(t)), "
+                        "the objective kept")
+@option("--snr-shift", "shift the schedule in log-SNR, λ → λ − 2 log S (SD3's time shift; 1: none)",
+        type=click.FloatRange(min=0, min_open=True))
 @option("--steps", "training steps", type=click.IntRange(min=1))
 @option("--batch-size", "examples per step", type=click.IntRange(min=1))
 @option("--lr", "peak learning rate (Adam)", type=float)
@@ -147,18 +156,31 @@ def train(out, resume, force, quiet, **options):
     bad option, file or run folder, with nothing written; 130 when stopped by Ctrl-C, after saving a checkpoint.
     """
     options["randomness"] = options["randomness"] or ("counter" if backend.device() == "gpu" else "numpy")
-    config = TrainConfig(**options)
+    sigma_data = options.pop("sigma_data")
+    config = TrainConfig(**options, **({} if sigma_data is None else dict(sigma_data=sigma_data)))
     out = out or os.path.join("runs", f"{_data_name(config)}-{config.target}-{config.schedule}-s{config.seed}")
     _check_flags(resume, force)
     config = _resumable(out, config) if resume else config
     name = _data_name(config)
     _check_config(config)
+    if not resume and sigma_data is None:
+        config = _measured_sigma_data(config)
     if not resume:
         _prepare_out(out, force)
     _echo_schedule_warnings(config)
     click.echo(f"training {config.target} on {name} ({config.schedule}, T={config.T}, {config.weighting}) "
                f"for {config.steps} steps into {out}")
     _run_training(config, out, resume, quiet)
+
+
+def _measured_sigma_data(config):
+    """The config with EDM's σ_d measured from its training points, where its target or weighting needs one."""
+    from minidiff import objective, run
+    if not objective.needs_sigma_data(config):
+        return config
+    config = objective.with_measured_sigma_data(config, run.load_training_data(config, run.generators(config.seed)[0])[0])
+    click.echo(f"sigma_data = {config.sigma_data:.6g}, the standard deviation of the training data")
+    return config
 
 
 def _echo_schedule_warnings(config):

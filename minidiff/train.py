@@ -204,6 +204,12 @@ def model_fn(params, problem, config):
     return model
 
 
+def learned_uncertainty(params, problem):
+    """u(t) for t = 0 … T−1 of a run with the learned weighting (nn.uncertainty on the run's time inputs), (T,)."""
+    params = {k: to_device(v) for k, v in params.items()}
+    return np.asarray(to_numpy(nn.uncertainty(params, problem.time_input)), dtype=np.float64)[:, 0]
+
+
 def input_scale_at(problem, t):
     """c_in at (possibly fractional) timesteps t, as a (B, 1) column, or 1: what the network's input x_t is
     multiplied by (the edm target's preconditioning; 1 for every other target)."""
