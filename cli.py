@@ -512,7 +512,7 @@ def _loadable_runs(runs):
 @click.option("--dataset", type=click.Choice(data.dataset_names()), default="moons", show_default=True,
               help="without RUN: the data")
 @_list_option("--schedules", "cosine,linear", "without RUN: the schedules compared", check=_schedule_name)
-@_list_option("--targets", "eps,x0,v,score,mu", "without RUN: the targets compared", check=_target_name)
+@_list_option("--targets", "eps,x0,v,score,mu,flow,edm", "without RUN: the targets compared", check=_target_name)
 @_list_option("--weightings", "uniform,min-snr,elbo", "the loss weightings [with RUN: the run's own]",
               check=_weighting_name)
 @click.option("--T", "T", type=click.IntRange(min=2), default=1000, show_default=True, help="without RUN: steps")
@@ -617,7 +617,7 @@ def landscape(runs, span, points, grid, n, weights, interpolate, seed, out, plot
 
 @main.command()
 @_list_option("--lrs", "1e-3,1e-2,1e-1,1", "peak learning rates", parse=float, check=_positive)
-@_list_option("--targets", "eps,x0,v,score,mu", "targets", check=_target_name)
+@_list_option("--targets", "eps,x0,v,score,mu,flow,edm", "targets", check=_target_name)
 @_list_option("--schedules", "cosine", "schedules", check=_schedule_name)
 @_list_option("--weightings", "uniform", "loss weightings", check=_weighting_name)
 @_list_option("--seeds", "0,1", "seeds", parse=int)

@@ -1,7 +1,7 @@
 """The denoiser: an MLP over a params dict.
 
 The network reads a noisy point x_t (B, D) and a time input t (B,) and returns one vector per point (B, D): the
-prediction of whichever target it is trained on (ε, x0, v, score or μ). The default is the 34-256-256-256-2 MLP:
+prediction of whichever target it is trained on (ε, x0, v, score, μ, flow or edm). The default is the 34-256-256-256-2 MLP:
 
     input  = [x | emb(t)]                        2 + 32 = 34 features
     h      = SiLU(input W_in + b_in)             256

@@ -85,13 +85,15 @@ def test_resume_with_every_new_option_is_bit_identical(tmp_path):
 
 
 def test_a_run_folder_from_before_these_options_still_loads_and_resumes(tmp_path):
-    """config.json and the checkpoint's config without snr_shift and sigma_data: what those runs did (1, 0.5)."""
+    """config.json and the checkpoint's config without snr_shift, sigma_data and the network's uncertainty: what
+    those runs did (1, 0.5, none)."""
     out = tmp_path / "old"
     config = TrainConfig(steps=20, target="v", **TINY)
     train(config, str(out), stop_at=10, **QUIET)
     meta = json.loads((out / "config.json").read_text())
     for key in ("snr_shift", "sigma_data"):
         del meta["train"][key]
+    del meta["network"]["uncertainty"]
     ckpt.save_json(str(out / "config.json"), meta)
     tree = ckpt.load_arrays(str(out / "checkpoint.npz"))
     stored = json.loads(str(tree["config"]))

@@ -32,6 +32,7 @@ import numpy as np
 from .. import backend, data, metrics, run
 from ..elbo import elbo
 from ..sample import sample
+from ..targets import TARGETS
 from ..train import ConfigError, DivergenceError, TrainConfig, make_problem, model_fn, validate
 from . import gradvar, landscape, trajectory
 from .studies import save_csv, save_json
@@ -50,7 +51,7 @@ COLUMNS = ("index", "lr", "target", "schedule", "weighting", "seed", "status", "
 class SweepConfig:
     """The grid and the checks. `base` holds the TrainConfig options shared by every cell."""
     lrs: tuple = (1e-3, 1e-2)
-    targets: tuple = ("eps", "x0", "v", "score", "mu")
+    targets: tuple = TARGETS
     schedules: tuple = ("cosine",)
     weightings: tuple = ("uniform",)
     seeds: tuple = (0,)

@@ -56,7 +56,7 @@ def weighting_figure(data):
     axes[0, 0].legend(fontsize=6)
     fig.suptitle("The weighting each (target, weighting, time sampler) triple puts on log-SNR (noise grows to the "
                  "right)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (2.4 * len(rows))))  # room for the title above the first row
     return fig
 
 
