@@ -85,10 +85,10 @@ def run_setup(run_dir, *, weights="ema", n, seed, with_oracle=False):
         raise EvaluationError(f"cannot load run {run_dir!r}: {err}") from None
     problem = make_problem(config)
     params = state.ema if weights == "ema" else state.params
-    models = {"network": Model(model_fn(params, problem, config), config.target, stats,
+    models = {"network": Model(model_fn(params, problem, config), problem.target, stats,
                                likelihood.network_model(params, problem, config))}
     if with_oracle:
-        models["oracle"] = _oracle(_mixture_of_run(run_dir, config), problem.schedule, config.target)
+        models["oracle"] = _oracle(_mixture_of_run(run_dir, config), problem.schedule, problem.target)
     if config.data_file:
         x0 = run.load_training_data(config, run.generators(config.seed)[0])[1][:n]
     else:

@@ -55,6 +55,9 @@ def _gradvar_figures(records, targets, plot):
     if any(r["weights"] == "raw" for r in measured):
         written.append(beside(plot, "along"))
         figures.save(figures.gradvar_along_figure(measured), written[-1])
+    if any("uncertainty" in r for r in last):
+        written.append(beside(plot, "uncertainty"))
+        figures.save(figures.uncertainty_figure([r for r in last if "uncertainty" in r]), written[-1])
     return written
 
 

@@ -84,18 +84,26 @@ def draw_target_scale(data):
     return figures.target_scale_figure(data["scales"], floors)
 
 
+# (schedule, time sampler) rows of the weighting figure: t uniform on three schedules, then SD3's samplers on the
+# rectified flow and EDM's log-normal on cosine (Esser et al. 2024, §3.1; Karras et al. 2022, Table 1)
+WEIGHTING_ROWS = (("cosine", "uniform"), ("linear", "uniform"), ("rectified_flow", "uniform"),
+                  ("rectified_flow", "logit-normal"), ("rectified_flow", "mode"), ("rectified_flow", "cosmap"),
+                  ("cosine", "log-normal"))
+
+
 def weighting(context):
+    """w(λ) of every (target, weighting, time sampler) triple; panels 'schedule, weighting[, sampler]'."""
     panels = {}
-    for schedule in ("cosine", "linear"):
+    for schedule, sampler in WEIGHTING_ROWS:
         s = _quiet_schedule(schedule)
         keep = np.unique(np.geomspace(1, T, WEIGHTING_POINTS).astype(int) - 1)  # dense where λ changes fast
-        for name in WEIGHTINGS:
+        for name in (w for w in WEIGHTINGS if w != "learned"):  # learned: w(λ) is a trained run's (gradvar RUN)
             curves = {}
             for target in TARGETS:
                 with np.errstate(all="ignore"):
-                    lam, w = implied_weighting(name, target, s)
+                    lam, w = implied_weighting(name, target, s, sampler)
                 curves[target] = dict(log_snr=lam[keep], w=w[keep])
-            panels[f"{schedule}, {name}"] = curves
+            panels[f"{schedule}, {name}" + ("" if sampler == "uniform" else f", {sampler}")] = curves
     return dict(T=T, panels=panels)
 
 
