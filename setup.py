@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["minidiff", "minidiff.*"]),
     py_modules=["cli"],
-    package_data={"minidiff.study": ["template.md"]},
+    package_data={"minidiff": ["datasets/digits.npz"], "minidiff.study": ["template.md"]},
     install_requires=["numpy>=1.22", "autograd>=1.6", "matplotlib>=3.5", "click>=8.0"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6"],
