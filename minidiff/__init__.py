@@ -13,10 +13,13 @@ post is ../shared/seed/stability-of-diffusion-training.md, cited as "post eq. (n
   4. forward     q(x_t | x_0), q(x_t | x_{t−1}), the posterior q(x_{t−1} | x_t, x_0)   (post eqs. 6–8)
   5. targets     eps, x0, v, score, mu: conversions, loss weightings, implied w(λ)
   6. elbo        Gaussian KL; L_T, L_{t−1}, L_0; the whole bound                    (post eq. 3)
+     (discrete: the discretised decoder of discrete data, a bound on the probability of its values)
   The data
   7. mixture     Gaussian mixtures: exact density, score, optimal denoiser (the oracle)
+     (lowrank: the same in any dimension, for covariances U Uᵀ + s² I)
   8. data        toy datasets
-     (datafile: the user's own files, read without pickle, checked, standardised)
+     (datafile: the user's own files, read without pickle, checked, standardised;
+      images: the 8×8 digits, and mixtures that look like families of images)
   Learning
   9. nn          the MLP denoiser over a params dict
  10. optim       Adam, gradient clipping, learning-rate schedule, EMA
