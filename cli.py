@@ -304,16 +304,17 @@ def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, se
         raise click.UsageError(str(err)) from None
     if stats is not None:
         x = data.unstandardize(x, stats)
-    _keep_samples(x, out, plot, held, title=f"{sampler}, {steps or config.T} steps")
+    image_shape = None if config.data_file else data.DATASETS[config.dataset].image_shape
+    _keep_samples(x, out, plot, held, title=f"{sampler}, {steps or config.T} steps", image_shape=image_shape)
 
 
-def _keep_samples(x, out, plot, held, title):
+def _keep_samples(x, out, plot, held, title, image_shape=None):
     """Save the samples (.npy) and their plot against the held-out points, or without either print their moments."""
     if out:
         checkpoint.atomic_write(out, lambda f: np.save(f, x))
         click.echo(f"wrote {len(x)} samples to {out}")
     if plot:
-        figures.save(figures.samples_figure(x, held, title=title), plot)
+        figures.save(figures.samples_figure(x, held, title=title, image_shape=image_shape), plot)
         click.echo(f"wrote {plot}")
     if not out and not plot:
         click.echo(f"mean {np.round(x.mean(0), 4).tolist()}, std {np.round(x.std(0), 4).tolist()} "
@@ -400,7 +401,8 @@ def elbo(run_dir, use_oracle, dataset, schedule, T, zero_terminal_snr, target, w
                                              rtol=rtol, atol=atol)
     except RuntimeError as err:  # the ODE solver gave up (too many steps)
         raise click.ClickException(str(err)) from None
-    _echo_lines(evaluate.table(bounds, flows, evaluate.exact_nll(setup.name, setup.x0)))
+    discrete = evaluate.discrete_bounds(setup, seed=seed, variance=variance, t_sampling=t_sampling)
+    _echo_lines(evaluate.table(bounds, flows, evaluate.exact_nll(setup.name, setup.x0), discrete))
     if plot is not None:
         title = f"{setup.name}, {setup.schedule.name}, T = {setup.schedule.T}"
         figures.save(figures.elbo_terms_figure(bounds, title=title), plot)

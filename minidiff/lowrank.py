@@ -20,8 +20,14 @@ d_⊥ = d − Q_k z; then
 
 and mixture.py's formulas finish the oracle unchanged: E[x_0|x_t, k] = m_k + √ᾱ Σ_k u_k, E[ε|x_t, k] = √(1−ᾱ) u_k,
 the responsibilities, the law of total covariance, ∇ log q_t = −Σ r_k u_k. `mixture.oracle`, `irreducible_loss` and
-`nll` take a LowRankMixture as they take a GaussianMixture. Cost per point and component O(D r); rows are processed
-in blocks so that no array holds more than MAX_BLOCK numbers.
+`nll` take a LowRankMixture as they take a GaussianMixture.
+
+Nothing of K × D numbers per point is formed for the density, the score or the denoiser: z = Q_kᵀ x − √ᾱ Q_kᵀ m_k and
+‖d‖² = ‖x‖² − 2√ᾱ x·m_k + ᾱ ‖m_k‖² are matrix products, ‖d_⊥‖² = ‖d‖² − ‖z‖² (Q_k is orthonormal), and
+Σ_k r_k u_k, Σ_k r_k E[x_0|x_t, k] are sums of d_k = x − √ᾱ m_k and of Q_k times a vector, matrix products again:
+O(D K r) a point. Only tr Cov[x_0|x_t] forms each E[x_0|x_t, k], since its spread term Σ r_k ‖E_k − E‖² taken from
+inner products would cancel catastrophically (both sides ≈ ‖x‖²); rows are processed in blocks so that no array
+holds more than MAX_BLOCK numbers.
 """
 import dataclasses
 from typing import NamedTuple
@@ -31,7 +37,7 @@ import numpy as np
 from .mixture import (LOG_2PI, WEIGHT_SUM_TOL, GaussianMixture, _alpha_bar_rows, _check_points, check_count,
                       check_rng)
 
-MAX_BLOCK = 2 ** 22  # numbers in one (rows, K, D) array: 32 MiB in float64
+MAX_BLOCK = 2 ** 22  # numbers in one (rows, K, D) or (rows, K, r) array: 32 MiB in float64
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -56,8 +62,12 @@ class LowRankMixture:
         Q, sigma = np.zeros((K, D, 0)), np.zeros((K, 0))
         if r:
             Q, sigma, _ = np.linalg.svd(self.factors, full_matrices=False)  # (K, D, min(D, r)), (K, min(D, r))
-        object.__setattr__(self, "basis", Q)
-        object.__setattr__(self, "eigenvalues", sigma ** 2 + self.noise_vars[:, None])
+        for name, value in [("basis", Q), ("eigenvalues", sigma ** 2 + self.noise_vars[:, None]),
+                            ("flat_basis", Q.transpose(1, 0, 2).reshape(D, -1)),  # (D, K r): every Q_k side by side
+                            ("projected_means", np.einsum("kdj,kd->kj", Q, self.means)),  # (K, r) Q_kᵀ m_k
+                            ("mean_norms2", np.sum(self.means ** 2, axis=1))]:  # (K,) ‖m_k‖²
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
 
     @property
     def dim(self):
@@ -92,15 +102,15 @@ class LowRankMixture:
 
     def log_prob(self, x):
         """log p(x), shape (n,)."""
-        return posterior(self, 1.0, x).log_q
+        return posterior(self, 1.0, x, with_trace=False).log_q
 
     def score(self, x):
         """∇_x log p(x) = −Σ_k r_k(x) Σ_k⁻¹ (x − m_k), shape (n, D)."""
-        return posterior(self, 1.0, x).score
+        return posterior(self, 1.0, x, with_trace=False).score
 
     def posterior_mean(self, alpha_bar, x_t):
         """(E[x_0|x_t], E[ε|x_t]), each (B, D); E[ε|x_t] = −√(1−ᾱ) ∇ log q_t (Tweedie's formula, Efron 2011)."""
-        p = posterior(self, alpha_bar, x_t)
+        p = posterior(self, alpha_bar, x_t, with_trace=False)
         return p.x0_hat, -np.sqrt(1.0 - p.alpha_bar)[:, None] * p.score
 
     def posterior_trace_cov(self, alpha_bar, x_t):
@@ -138,33 +148,55 @@ class Posterior(NamedTuple):
     alpha_bar: np.ndarray  # (B,)
 
 
-def posterior(mixture, alpha_bar, x_t):
-    """The Posterior of every row of x_t under q_t at noise level ᾱ (a number or one per row, (B,))."""
+def posterior(mixture, alpha_bar, x_t, with_trace=True):
+    """The Posterior of every row of x_t under q_t at noise level ᾱ (a number or one per row, (B,)); without the
+    trace (NaN), which alone needs arrays of K D numbers per row, E[x_0|x_t, k] for every k."""
     x = _check_points(mixture, x_t)
     alpha_bar = np.array(_alpha_bar_rows(alpha_bar, len(x)))
-    rows = max(1, MAX_BLOCK // (len(mixture.weights) * mixture.dim))
-    blocks = [_block(mixture, alpha_bar[i:i + rows], x[i:i + rows]) for i in range(0, max(len(x), 1), rows)]
+    K, D, r = mixture.basis.shape
+    rows = max(1, MAX_BLOCK // (K * (D if with_trace else r + 1)))
+    blocks = [_block(mixture, alpha_bar[i:i + rows], x[i:i + rows], with_trace)
+              for i in range(0, max(len(x), 1), rows)]
     return Posterior(*(np.concatenate(parts) for parts in zip(*blocks)), alpha_bar)
 
 
-def _block(mixture, alpha_bar, x):
-    """(log q_t, E[x_0|x_t], ∇ log q_t, tr Cov[x_0|x_t]) of a block of rows (module docstring)."""
+def _block(mixture, alpha_bar, x, with_trace):
+    """(log q_t, E[x_0|x_t], ∇ log q_t, tr Cov[x_0|x_t] or NaN) of a block of rows (module docstring)."""
     a = alpha_bar[:, None]  # (B, 1)
-    Q, lam, noise = mixture.basis, mixture.eigenvalues, mixture.noise_vars  # (K, D, r), (K, r), (K,)
-    D, r = mixture.dim, Q.shape[2]
-    d = x[:, None, :] - np.sqrt(a)[:, :, None] * mixture.means  # (B, K, D)
-    z = np.einsum("kdj,bkd->bkj", Q, d)  # (B, K, r)
-    d_perp = d - np.einsum("kdj,bkj->bkd", Q, z)  # (B, K, D)
-    s, s_perp = a[:, :, None] * lam + (1.0 - a[:, :, None]), a * noise + (1.0 - a)  # (B, K, r), (B, K)
+    root, lam, noise = np.sqrt(a), mixture.eigenvalues, mixture.noise_vars
+    log_q, resp, z, s, s_perp = _responsibilities(mixture, a, x)
+    # Σ_k u_k = c d + Q w and u_k = d / s_⊥ + Q y, with c = s_k²/s_⊥, w = (λ/s − c) z, y = (1/s − 1/s_⊥) z
+    c = noise / s_perp  # (B, K)
+    w, y = (lam / s - c[:, :, None]) * z, (1.0 / s - 1.0 / s_perp[:, :, None]) * z  # (B, K, r)
+    x0_hat = resp @ mixture.means + root * _combine(mixture, resp * c, resp[:, :, None] * w, x, root)
+    score = -_combine(mixture, resp / s_perp, resp[:, :, None] * y, x, root)
+    if not with_trace:
+        return log_q, x0_hat, score, np.full(len(x), np.nan)
+    x0_k = (1.0 - a * c)[:, :, None] * mixture.means + (root * c)[:, :, None] * x[:, None, :] \
+        + root[:, :, None] * np.einsum("kdj,bkj->bkd", mixture.basis, w)  # (B, K, D) m_k + √ᾱ (c d_k + Q_k w_k)
+    spread = np.sum((x0_k - x0_hat[:, None, :]) ** 2, axis=-1)  # (B, K)
+    D, r = mixture.dim, mixture.basis.shape[2]
+    within = (1.0 - a) * (np.sum(lam / s, axis=-1) + (D - r) * noise / s_perp)  # (B, K) tr[(1−ᾱ) Σ_k S_k⁻¹]
+    return log_q, x0_hat, score, np.sum(resp * (within + spread), axis=1)
+
+
+def _responsibilities(mixture, a, x):
+    """(log q_t (B,), r_k (B, K), z (B, K, r), s (B, K, r), s_⊥ (B, K)) at ᾱ = a (B, 1), from inner products."""
+    (K, D, r), root = mixture.basis.shape, np.sqrt(a)
+    x_means = x @ mixture.means.T  # (B, K) x·m_k
+    d_norm2 = np.sum(x ** 2, axis=1, keepdims=True) - 2 * root * x_means + a * mixture.mean_norms2  # ‖d‖²
+    z = (x @ mixture.flat_basis).reshape(len(x), K, r) - root[:, :, None] * mixture.projected_means  # Q_kᵀ d
+    s, s_perp = a[:, :, None] * mixture.eigenvalues + (1.0 - a[:, :, None]), a * mixture.noise_vars + (1.0 - a)
+    perp_norm2 = np.maximum(d_norm2 - np.sum(z ** 2, axis=-1), 0.0)  # ‖d_⊥‖² = ‖d‖² − ‖z‖²
     log_joint = np.log(mixture.weights) - 0.5 * (D * LOG_2PI + np.sum(np.log(s) + z ** 2 / s, axis=-1)
-                                                 + (D - r) * np.log(s_perp) + np.sum(d_perp ** 2, -1) / s_perp)
+                                                 + (D - r) * np.log(s_perp) + perp_norm2 / s_perp)
     top = np.max(log_joint, axis=1, keepdims=True)
     log_q = top[:, 0] + np.log(np.sum(np.exp(log_joint - top), axis=1))  # log-sum-exp
-    resp = np.exp(log_joint - log_q[:, None])  # (B, K) r_k(x_t)
-    u = np.einsum("kdj,bkj->bkd", Q, z / s) + d_perp / s_perp[..., None]  # (B, K, D) S_k⁻¹ d
-    sigma_u = np.einsum("kdj,bkj->bkd", Q, lam * z / s) + (noise / s_perp)[..., None] * d_perp  # Σ_k u_k
-    x0_k = mixture.means + np.sqrt(a)[:, :, None] * sigma_u  # (B, K, D) E[x_0 | x_t, k]
-    x0_hat = np.einsum("bk,bkd->bd", resp, x0_k)
-    within = (1.0 - a) * (np.sum(lam / s, axis=-1) + (D - r) * noise / s_perp)  # (B, K) tr[(1−ᾱ) Σ_k S_k⁻¹]
-    spread = np.sum((x0_k - x0_hat[:, None, :]) ** 2, axis=-1)  # (B, K)
-    return log_q, x0_hat, -np.einsum("bk,bkd->bd", resp, u), np.sum(resp * (within + spread), axis=1)
+    return log_q, np.exp(log_joint - log_q[:, None]), z, s, s_perp
+
+
+def _combine(mixture, weight, coefficients, x, root):
+    """Σ_k (weight_k d_k + Q_k coefficients_k), (B, D), with d_k = x − √ᾱ m_k: two matrix products."""
+    B = len(x)
+    return (np.sum(weight, axis=1, keepdims=True) * x - root * (weight @ mixture.means)
+            + coefficients.reshape(B, -1) @ mixture.flat_basis.T)

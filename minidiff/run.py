@@ -227,8 +227,9 @@ def finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo,
     distance = metrics.energy_distance(x, x_held)
     floor, floor_err = metrics.energy_floor(_data_source(config), len(x_held), eval_rng)
     result = RunResult(out_dir, state.step, loss, distance, floor, floor_err, skipped)
-    figures.save(figures.samples_figure(x, x_held, title=f"{config.dataset}: {config.target}, {config.schedule}"),
-                 os.path.join(out_dir, "samples.png"))
+    image_shape = None if config.data_file else data.DATASETS[config.dataset].image_shape
+    figures.save(figures.samples_figure(x, x_held, title=f"{config.dataset}: {config.target}, {config.schedule}",
+                                        image_shape=image_shape), os.path.join(out_dir, "samples.png"))
     quality = {k: v for k, v in dataclasses.asdict(result).items() if k != "out_dir"}  # a folder may move
     ckpt.save_json(os.path.join(out_dir, QUALITY_FILE), quality)  # last: it marks the run as finished
     echo(f"energy distance of {len(x)} samples to held-out data: {distance:.5f} "

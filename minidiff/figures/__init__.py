@@ -46,6 +46,7 @@ def save(fig, path):
 
 
 from .basic import datasets_figure, samples_figure, schedules_figure  # noqa: E402,F401
+from .images import brightness_figure, image_samples_figure, pairs_figure  # noqa: E402,F401
 from .likelihood import bound_breakdown_figure, elbo_terms_figure  # noqa: E402,F401
 from .diagnostics import (bucket_cosine_figure, gradvar_along_figure, gradvar_figure,  # noqa: E402,F401
                           interpolation_figure, landscape_figure, sweep_figure, target_scale_figure, trajectory_figure)
