@@ -56,17 +56,22 @@ def pairs_figure(samples, data, title=""):
     return fig
 
 
-def brightness_figure(data_brightness, sample_brightness, title=""):
-    """Histograms of the mean brightness of images: the data's, and the samples' of each labelled run."""
-    fig, axes = new_figure(1, width=5.4, height=3.4)
-    ax = axes[0, 0]
-    bins = np.linspace(-1.2, 1.2, 49)
-    ax.hist(data_brightness, bins=bins, density=True, color="0.8", label="data")
-    for i, (label, values) in enumerate(sample_brightness.items()):
-        ax.hist(values, bins=bins, density=True, histtype="step", lw=1.5, color=f"C{i}", label=label)
-    ax.set_xlabel("mean brightness of an image")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=7)
-    ax.set_title(title)
+def brightness_figure(data):
+    """The mean brightness of images against the data's, one panel per dataset: samples of the exact denoiser on a
+    schedule that leaks signal at its last step, with and without zero terminal SNR (Lin et al. 2023, §3.1)."""
+    rows = data["rows"]
+    fig, axes = new_figure(len(rows), width=4.2, height=3.3)
+    bins = np.linspace(-1.25, 1.25, 41)
+    for ax, row in zip(axes[0], rows):
+        ax.hist(row["data"], bins=bins, density=True, color="0.82", label="data")
+        for i, run in enumerate(row["runs"]):
+            label = f"{run['sampler']}, {'zero terminal SNR' if run['zero_terminal_snr'] else 'leaks'}"
+            ax.hist(run["brightness"], bins=bins, density=True, histtype="step", lw=1.3, color=f"C{i}",
+                    ls="-" if run["sampler"] == "ddim" else "--", label=label)
+        ax.set_xlabel("mean brightness of an image")
+        ax.set_title(f"{row['dataset']} (D = {row['dim']}): SNR_T·D·Var(b) = {row['leaked_snr']:.2f}", fontsize=8)
+    axes[0, 0].set_ylabel("density")
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(f"Exact denoiser ({data['target']}), {data['schedule']} T = {data['T']}, {data['steps']} steps")
     fig.tight_layout()
     return fig
