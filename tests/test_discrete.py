@@ -6,10 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from minidiff import make_schedule
+from minidiff import images, make_schedule
 from minidiff.discrete import discretized_gaussian_nll, grid_index, log_normal_cdf, log_normal_mass
 from minidiff.elbo import elbo, reverse_variances
 from minidiff.forward import q_sample
+from minidiff.mixture import oracle
 
 LEVELS = 17  # the digits' grey levels
 
@@ -113,3 +114,20 @@ def test_discrete_bound_refuses_data_off_the_grid_and_standardised_data(rng):
     with pytest.raises(ValueError, match="standardised"):
         elbo(lambda x, t: x, schedule, np.zeros((5, 2)), target="x0", rng=rng, levels=LEVELS,
              stats={"mean": [0.0, 0.0], "std": [1.0, 1.0]})
+
+
+def test_l0_of_the_digits_with_the_exact_denoisers_stand_in_is_below_its_tail_bound(rng):
+    # if every |x̂_0 − x_0| ≤ e < Δ/2, each pixel's decoder mass outside its bin is at most 2Φ(−(Δ/2 − e)/σ_0), so
+    # −log P(x_0|x_1) ≤ −D log(1 − 2Φ(−(Δ/2 − e)/σ_0)): an upper bound from the normal tail alone
+    schedule = make_schedule("linear", 1000)
+    x0 = images.digits(200, rng)
+    sigma2 = reverse_variances(schedule)
+    eps = rng.standard_normal(x0.shape)
+    x_1 = q_sample(schedule, x0, np.zeros(200, int), eps)
+    model = oracle(images.digits_mixture(), schedule, "x0")
+    x0_hat = model(x_1, np.zeros(200, int))
+    error, half = np.abs(x0_hat - x0).max(), 1 / (LEVELS - 1)  # half = Δ/2
+    assert error < half
+    bound = -64 * math.log(1 - 2 * phi(-(half - error) / math.sqrt(sigma2[0])))
+    l0 = discretized_gaussian_nll(x0, x0_hat, sigma2[0], LEVELS)
+    assert np.all(l0 >= 0) and np.all(l0 <= bound) and bound < 0.01  # nats per image (2e-4 bits/dim): negligible
