@@ -196,7 +196,8 @@ def sample_dataset(name, n, rng):
 
 
 def get_mixture(name):
-    """The exact GaussianMixture behind dataset `name` (an error for datasets without a closed-form density)."""
+    """The exact mixture behind dataset `name`, a GaussianMixture or a lowrank.LowRankMixture (an error for datasets
+    without a closed-form density)."""
     mixture = _lookup(name).mixture
     if mixture is None:
         exact = [key for key, value in DATASETS.items() if value.mixture is not None]
