@@ -238,7 +238,9 @@ def finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo,
     floor, floor_err = metrics.energy_floor(_data_source(config), len(x_held), eval_rng)
     result = RunResult(out_dir, state.step, loss, distance, floor, floor_err, skipped)
     if plot is not None:
-        plot(x, x_held, f"{config.dataset}: {config.target}, {config.schedule}", os.path.join(out_dir, SAMPLES_PLOT))
+        image_shape = None if config.data_file else data.DATASETS[config.dataset].image_shape
+        plot(x, x_held, f"{config.dataset}: {config.target}, {config.schedule}", os.path.join(out_dir, SAMPLES_PLOT),
+             image_shape=image_shape)
     quality = {k: v for k, v in dataclasses.asdict(result).items() if k != "out_dir"}  # a folder may move
     files.save_json(os.path.join(out_dir, QUALITY_FILE), quality)  # last: it marks the run as finished
     echo(f"energy distance of {len(x)} samples to held-out data: {distance:.5f} "
