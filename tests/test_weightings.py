@@ -7,7 +7,8 @@ import pytest
 from minidiff import nn
 from minidiff.forward import q_sample
 from minidiff.preconditioning import edm_loss_weight, edm_sigma
-from minidiff.layers import uncertainty_weighted, value_and_vjp
+from minidiff.accel.autodiff import value_and_vjp
+from minidiff.layers import uncertainty_weighted
 from minidiff.schedules import PriorTermWarning, make_schedule
 from minidiff.targets import TARGETS, implied_weighting, loss_weight, make_target, parse_weighting
 
