@@ -1,7 +1,7 @@
 """The array backend: the one module that knows whether arrays live in NumPy or CuPy.
 
 Every other module asks `get_xp()` for the array module and never imports CuPy itself; the hand-differentiated
-operations the network is made of are in `primitives.py`, written so that one definition serves both.
+operations the network is made of are in `minidiff/layers.py`, written so that one definition serves both.
 
 The device. `use_device("gpu")` (the CLI's `--device gpu`, or MINIDIFF_DEVICE=gpu in the environment, read when
 `get_xp()` is first called without a device chosen) makes CuPy the array module; `use_device("cpu")` makes it NumPy

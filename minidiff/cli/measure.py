@@ -55,7 +55,7 @@ def elbo(**options):
         result = evaluate.evaluate(config, progress=progress_bar(quiet=False), echo=click.echo)
     except RuntimeError as err:  # the ODE solver gave up (too many steps)
         raise click.ClickException(str(err)) from None
-    echo_lines(evaluate.table(result.bounds, result.flows, result.exact))
+    echo_lines(evaluate.table(result.bounds, result.flows, result.exact, result.discrete))
     if config.plot is not None:
         figures.save(figures.elbo_terms_figure(result.bounds, title=result.title), config.plot)
         click.echo(f"wrote {config.plot}")

@@ -25,12 +25,21 @@ SAMPLES_EXTENSIONS = (".npy",)
               help="train on your own points instead: an (n, D) .npy or .csv file")
 @option("--n-train", "training points drawn from the toy dataset", type=click.IntRange(min=2))
 @option("--standardize/--no-standardize", "scale the data to zero mean, unit variance (undone when sampling)")
-@option("--target", "what the network predicts: eps, x0, v, score, mu")
+@option("--target", "what the network predicts: eps, x0, v, score, mu, flow (ε − x0), edm (EDM's F)")
+@click.option("--sigma-data", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="EDM's σ_data for --target edm and --weighting edm [default: the training data's measured standard "
+                   "deviation, √(variance averaged over the dimensions), saved in config.json]")
 @option("--schedule", "noise schedule (see `minidiff schedules`)")
 @option("--T", "diffusion steps", type=click.IntRange(min=1))
 @option("--zero-terminal-snr/--no-zero-terminal-snr", "rescale the schedule to SNR = 0 at the last step")
-@option("--weighting", "loss weighting: uniform, elbo, snr, trunc-snr, min-snr[-γ]")
-@option("--t-sampling", "how t is drawn: uniform, stratified, importance")
+@option("--weighting", "loss weighting: uniform, elbo, snr, trunc-snr, min-snr[-γ], edm, p2[:k=1,gamma=1], "
+                       "sigmoid[:b=0], learned (EDM2's learned uncertainty)")
+@option("--t-sampling", "how t is drawn: uniform, stratified, importance; SD3's and EDM's densities of the flow's "
+                        "time, which change the objective: logit-normal[:m=0,s=1], mode[:s=1.29], cosmap, "
+                        "log-normal[:p_mean=-1.2,p_std=1.2]; importance-NAME: the same draws weighted by 1/(T p(t)), "
+                        "the objective kept")
+@option("--snr-shift", "shift the schedule in log-SNR, λ → λ − 2 log S (SD3's time shift; 1: none)",
+        type=click.FloatRange(min=0, min_open=True))
 @option("--steps", "training steps", type=click.IntRange(min=1))
 @option("--batch-size", "examples per step", type=click.IntRange(min=1))
 @option("--lr", "peak learning rate (Adam)", type=float)
@@ -67,10 +76,14 @@ def train(out, resume, force, quiet, **options):
     Exit status: 0 when training finished; 1 when it diverged (the message names the last good checkpoint); 2 for a
     bad option, file or run folder, with nothing written; 130 when stopped by Ctrl-C, after saving a checkpoint.
     """
+    if options["sigma_data"] is None:  # not given: measured from the training data (start.prepare)
+        del options["sigma_data"]
     request = start.Request(TrainConfig(**options), out, resume=resume, force=force, given=given_options())
     with start.claim(request) as plan:  # the folder is this process's alone until training ends
         for line in plan.warnings:
             click.echo(f"warning: {line}", err=True)
+        for line in plan.notes:
+            click.echo(line)
         click.echo(plan.describe())
         _run_training(plan, quiet)
 
@@ -122,7 +135,8 @@ def sample(run_dir, n, sampler, steps, spacing, eta, variance, clip, weights, se
         files.atomic_write(out, lambda f: np.save(f, samples.x))
         click.echo(f"wrote {len(samples.x)} samples to {out}")
     if plot:
-        figures.save(figures.samples_figure(samples.x, samples.held, title=samples.title), plot)
+        figures.save(figures.samples_figure(samples.x, samples.held, title=samples.title,
+                                            image_shape=samples.image_shape), plot)
         click.echo(f"wrote {plot}")
     if not out and not plot:
         click.echo(f"mean {np.round(samples.x.mean(0), 4).tolist()}, std {np.round(samples.x.std(0), 4).tolist()} "

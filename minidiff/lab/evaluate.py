@@ -50,12 +50,14 @@ class Model(NamedTuple):
 
 
 class Setup(NamedTuple):
-    """What is evaluated: {label: Model}, their schedule, the points x0 (n, D) in data space, the data's name."""
+    """What is evaluated: {label: Model}, their schedule, the points x0 (n, D) in data space, the data's name, and
+    for discrete data (on its grid in [−1, 1], not standardised) its number of levels."""
 
     models: dict
     schedule: Schedule
     x0: np.ndarray
     name: str
+    levels: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +83,14 @@ class ElboConfig:
 
 
 class Evaluation(NamedTuple):
-    """What `evaluate` measured: the setup, {label: elbo.Bound}, {label: FlowNLL}, the exact NLL (or None), a title."""
+    """What `evaluate` measured: the setup, {label: elbo.Bound}, {label: FlowNLL}, the exact NLL (or None), a title,
+    and for discrete data the bounds with the discretised decoder ({label: elbo.Bound}; {} otherwise)."""
     setup: Setup
     bounds: dict
     flows: dict
     exact: Optional[np.ndarray]
     title: str
+    discrete: dict = {}
 
 
 def evaluate(config, *, progress=None, echo=silent):
@@ -98,7 +102,9 @@ def evaluate(config, *, progress=None, echo=silent):
     bounds, flows = likelihoods(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
                                 ode=config.ode, rtol=config.rtol, atol=config.atol, progress=progress)
     title = f"{setup.name}, {setup.schedule.name}, T = {setup.schedule.T}"
-    return Evaluation(setup, bounds, flows, exact_nll(setup.name, setup.x0), title)
+    discrete = discrete_bounds(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
+                               progress=progress)
+    return Evaluation(setup, bounds, flows, exact_nll(setup.name, setup.x0), title, discrete)
 
 
 def setup_of(config):
@@ -152,16 +158,17 @@ def run_setup(run_dir, *, weights="ema", n, seed, with_oracle=False):
         raise EvaluationError(f"cannot load run {run_dir!r}: {err}") from None
     problem = make_problem(config)
     params = state.ema if weights == "ema" else state.params
-    models = {"network": Model(model_fn(params, problem, config), config.target, stats,
+    models = {"network": Model(model_fn(params, problem, config), problem.target, stats,
                                likelihood.network_model(params, problem, config))}
     if with_oracle:
-        models["oracle"] = _oracle(_mixture_of_run(run_dir, config), problem.schedule, config.target)
+        models["oracle"] = _oracle(_mixture_of_run(run_dir, config), problem.schedule, problem.target)
     if config.data_file:
         x0 = run.load_training_data(config, run.generators(config.seed)[0])[1][:n]
     else:
         x0 = data.sample_dataset(config.dataset, n, _points_rng(seed))
     name = os.path.basename(config.data_file) if config.data_file else config.dataset
-    return Setup(models, problem.schedule, x0, name)
+    levels = None if config.data_file or stats is not None else data.DATASETS[config.dataset].levels
+    return Setup(models, problem.schedule, x0, name, levels)
 
 
 def _mixture_of_run(run_dir, config):
@@ -197,6 +204,21 @@ def likelihoods(setup, *, seed, variance="beta_tilde", t_sampling="exact", ode=T
     return bounds, flows
 
 
+def discrete_bounds(setup, *, seed, variance="beta_tilde", t_sampling="exact", progress=None):
+    """{label: elbo.Bound} with the discretised decoder (Ho et al. 2020, eq. 13) for discrete data, on the same
+    noise as `likelihoods` (so only L_0 differs for t_sampling 'exact'); {} for continuous data."""
+    if setup.levels is None:
+        return {}
+    calls = {"exact": setup.schedule.T, "importance": setup.schedule.T + 1, "uniform": 1}[t_sampling]
+    bounds = {}
+    for label, (model, target, stats, _) in setup.models.items():
+        with _bar(calls, f"discrete bound ({label})", progress) as bar:
+            bounds[label] = elbo(model, setup.schedule, setup.x0, target=target, rng=np.random.default_rng(seed),
+                                 variance=variance, t_sampling=t_sampling, stats=stats, progress=bar.update,
+                                 levels=setup.levels)
+    return bounds
+
+
 def _bar(length, label, progress):
     return open_bar(progress, length, label)
 
@@ -214,9 +236,10 @@ def _fraction_bar(bar):
 
 # --- the table --------------------------------------------------------------------------------------------------
 
-def table(bounds, flows, exact):
+def table(bounds, flows, exact, discrete=None):
     """The lines of the table, each model a column: the terms of the bound, the bound, the PF-ODE NLL, and the
-    gaps to the exact NLL (None: no exact density), each in nats per example and then in bits per dimension."""
+    gaps to the exact NLL (None: no exact density), each in nats per example and then in bits per dimension; for
+    discrete data (`discrete_bounds`) the bound on −log P(x_0) beside the continuous one moved onto the values."""
     labels, dim = list(bounds), bounds[next(iter(bounds))].dim
     rows = [("nats per example", labels),
             ("L_T   prior KL(q(x_T|x_0) || N(0,I))", [f"{bounds[k].prior:.4f}" for k in labels]),
@@ -235,9 +258,22 @@ def table(bounds, flows, exact):
                  ("gap: bound − exact", [_mean_se(bounds[k].per_example - exact) for k in labels])]
         if flows:
             rows.append(("gap: PF-ODE − exact", [_mean_se(flows[k].per_example - exact) for k in labels]))
+    if discrete:
+        rows += _discrete_rows(bounds, discrete, labels)
     return [f"{title:<{TITLE_WIDTH}}" + "".join(f"{v:>{COLUMN_WIDTH}}" for v in values) for title, values in rows]
 
 
 def _mean_se(values):
     """mean ± standard error over the points (for a gap: paired on the same points, so the data's spread cancels)."""
     return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
+
+
+def _discrete_rows(bounds, discrete, labels):
+    """The discrete bound's rows; the continuous bound converts to the values by adding D log(1/Δ) (discrete.py)."""
+    levels = discrete[labels[0]].levels
+    per_dim = np.log2((levels - 1) / 2.0)  # log₂(1/Δ), Δ = 2/(levels − 1)
+    return [(f"discrete data, {levels} levels", [""] * len(labels)),
+            ("L_0   discretised −log P(x_0|x_1)", [f"{discrete[k].decoder:.4f}" for k in labels]),
+            ("bound on −log P(x_0)", [_mean_se(discrete[k].per_example) for k in labels]),
+            ("  in bits/dim", [f"{discrete[k].bits_per_dim:.4f}" for k in labels]),
+            ("continuous bound + log2(1/Δ), bits/dim", [f"{bounds[k].bits_per_dim + per_dim:.4f}" for k in labels])]

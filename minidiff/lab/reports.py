@@ -5,6 +5,7 @@ A study's data go to OUT (.json, every number), its table to the CSV beside it (
 to PLOT and the others beside that (PLOT_cosine.png, PLOT_targets.png, …); a sweep's go to its folder. Each
 `write_*` returns the paths it wrote, in order, and each `*_table` the lines the command prints.
 """
+import math
 import os
 
 from minidiff import data, schedules
@@ -57,6 +58,9 @@ def _gradvar_figures(records, targets, plot):
     if any(r["weights"] == "raw" for r in measured):
         written.append(beside(plot, "along"))
         figures.save(figures.gradvar_along_figure(measured), written[-1])
+    if any("uncertainty" in r for r in last):
+        written.append(beside(plot, "uncertainty"))
+        figures.save(figures.uncertainty_figure([r for r in last if "uncertainty" in r]), written[-1])
     return written
 
 
@@ -135,23 +139,26 @@ def sweep_table(rows):
 
 # --- the schedules and the datasets ---------------------------------------------------------------------------------
 
-def schedules_table(T):
+def schedules_table(T, shift=1.0):
     """Every schedule at T steps, without and with zero terminal SNR: ᾱ at both ends, SNR and log-SNR range, the
-    prior term; a schedule that is not defined at T says why."""
+    prior term; a schedule that is not defined at T says why. shift ≠ 1 moves every schedule in log-SNR by
+    −2 log shift (SD3's time shift, Esser et al. 2024, eqs. 23–24)."""
     header = f"{'schedule':<16}{'zero-SNR':>9}{'ᾱ_0':>12}{'ᾱ_T-1':>12}{'SNR_0':>11}{'SNR_T-1':>11}" \
              f"{'λ_0':>9}{'λ_T-1':>9}{'prior KL':>11}"
     lines = [header, "-" * len(header)]
     for name in schedules.SCHEDULES:
         for zero in (False, True):
-            lines.append(_schedule_row(name, T, zero))
+            lines.append(_schedule_row(name, T, zero, shift))
     lines.append(f"prior KL: KL(q(x_T|x_0) || N(0, I)) in nats per dimension for unit-variance data; above "
                  f"{schedules.PRIOR_KL_WARN:g} it is not negligible.")
+    if shift != 1:
+        lines.append(f"every schedule shifted in log-SNR by -2 log {shift:g} = {-2 * math.log(shift):.4f}")
     return lines
 
 
-def _schedule_row(name, T, zero):
+def _schedule_row(name, T, zero, shift=1.0):
     try:
-        s = schedules.make_schedule(name, T, zero_terminal_snr=zero, warn=False)
+        s = schedules.make_schedule(name, T, zero_terminal_snr=zero, shift=shift, warn=False)
     except schedules.ScheduleError as err:
         return f"{name:<16}{'yes' if zero else 'no':>9}  not defined: {err}"
     return (f"{name:<16}{'yes' if zero else 'no':>9}{s.alpha_bar[0]:>12.6g}{s.alpha_bar[-1]:>12.4g}"

@@ -13,6 +13,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from minidiff import data
 from minidiff.errors import UsageError
 from minidiff.runs import checkpoint, datafile, folder, loop
 from minidiff.runs.progress import open_bar
@@ -37,10 +38,12 @@ class SampleConfig:
 
 
 class Samples(NamedTuple):
-    """The samples (n, D) in the data's units, the run's held-out points (with held_out, else None), a title."""
+    """The samples (n, D) in the data's units, the run's held-out points (with held_out, else None), a title, and
+    the shape of one image for image data (None otherwise: how a plot draws them)."""
     x: np.ndarray
     held: Optional[np.ndarray]
     title: str
+    image_shape: Optional[tuple] = None
 
 
 def sample_run(config, progress=None):
@@ -52,7 +55,7 @@ def sample_run(config, progress=None):
     steps = config.steps or run_config.T
     try:
         with open_bar(progress, steps, f"sampling ({config.sampler})") as bar:
-            x = sample(model, run_config.target, problem.schedule, (config.n, network.data_dim),
+            x = sample(model, problem.target, problem.schedule, (config.n, network.data_dim),
                        np.random.default_rng(config.seed), sampler=config.sampler, steps=config.steps,
                        spacing=config.spacing, eta=config.eta, variance=config.variance, clip=config.clip,
                        progress=bar.update)
@@ -60,7 +63,8 @@ def sample_run(config, progress=None):
         raise UsageError(str(err)) from None
     if stats is not None:
         x = datafile.unstandardize(x, stats)
-    return Samples(x, held, f"{config.sampler}, {steps} steps")
+    image_shape = None if run_config.data_file else data.DATASETS[run_config.dataset].image_shape
+    return Samples(x, held, f"{config.sampler}, {steps} steps", image_shape)
 
 
 def _load(config):

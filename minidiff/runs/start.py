@@ -19,6 +19,7 @@ import dataclasses
 import os
 import warnings
 
+from minidiff import objective
 from minidiff.accel import backend
 from minidiff.errors import UsageError
 from minidiff.runs import checkpoint, files, folder, loop
@@ -49,6 +50,7 @@ class Plan:
     out: str
     resume: bool
     warnings: tuple = ()
+    notes: tuple = ()  # what was measured for the run, to be said before training (σ_d of EDM's target)
 
     def describe(self):
         c = self.config
@@ -81,12 +83,23 @@ def prepare(request, delete=True):
     if request.resume:
         config = _resumable(out, config, request.given)
     _check_config(config)
+    config, notes = _measured(config, request)
     said = schedule_warnings(config)
     if not request.resume:
         _prepare_out(out, request.force)
         if delete:
             _delete_run(out)
-    return Plan(config, out, request.resume, said)
+    return Plan(config, out, request.resume, said, notes)
+
+
+def _measured(config, request):
+    """(config, notes): EDM's σ_d measured from the training points when the run needs one and it was not given
+    (on resume the stored run's stands)."""
+    if request.resume or "sigma_data" in request.given or not objective.needs_sigma_data(config):
+        return config, ()
+    x_train = loop.load_training_data(config, loop.generators(config.seed)[0])[0]
+    config = objective.with_measured_sigma_data(config, x_train)
+    return config, (f"sigma_data = {config.sigma_data:.6g}, the standard deviation of the training data",)
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from minidiff.sample import sample
 from minidiff.train import ConfigError, DivergenceError, TrainConfig, make_problem, model_fn, validate
 from minidiff.lab.diagnostics import gradvar, landscape, trajectory
 from minidiff.lab.diagnostics.applied import save_csv, save_json
+from minidiff.targets import TARGETS
 
 BAR_OVER_FLOOR = 3.0       # the default quality bar: energy distance ≤ 3 × the data-vs-data floor
 BLOWUP_FACTOR = 100.0      # an evaluation loss 100 × its initial value counts as divergence
@@ -52,7 +53,7 @@ COLUMNS = ("index", "lr", "target", "schedule", "weighting", "seed", "status", "
 class SweepConfig:
     """The grid and the checks. `base` holds the TrainConfig options shared by every cell."""
     lrs: tuple = (1e-3, 1e-2)
-    targets: tuple = ("eps", "x0", "v", "score", "mu")
+    targets: tuple = TARGETS
     schedules: tuple = ("cosine",)
     weightings: tuple = ("uniform",)
     seeds: tuple = (0,)
@@ -108,7 +109,7 @@ class Checks:
 
     def energy(self, params):
         model = model_fn(params, self.problem, self.config)
-        x = sample(model, self.config.target, self.problem.schedule, (self.sweep.quality_n, self.x_held.shape[1]),
+        x = sample(model, self.problem.target, self.problem.schedule, (self.sweep.quality_n, self.x_held.shape[1]),
                    self.rng, sampler="ddpm", steps=min(self.sweep.quality_steps, self.config.T))
         if self.stats is not None:
             x = datafile.unstandardize(x, self.stats)
@@ -121,7 +122,7 @@ class Checks:
         """{elbo_nats, elbo_bits_per_dim, elbo_stderr_nats} of the EMA model on quality_n held-out points."""
         model = model_fn(params, self.problem, self.config)
         with np.errstate(all="ignore"):
-            result = elbo(model, self.problem.schedule, self.x_held[:self.sweep.quality_n], target=self.config.target,
+            result = elbo(model, self.problem.schedule, self.x_held[:self.sweep.quality_n], target=self.problem.target,
                           rng=self.rng, stats=self.stats)
         return dict(elbo_nats=result.nats, elbo_bits_per_dim=result.bits_per_dim, elbo_stderr_nats=result.stderr_nats)
 
