@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["minidiff", "minidiff.*"]),
-    package_data={"minidiff.lab.study": ["template.md"]},
+    package_data={"minidiff": ["datasets/digits.npz"], "minidiff.lab.study": ["template.md"]},
     install_requires=["numpy>=1.22", "autograd>=1.6", "matplotlib>=3.5", "click>=8.0"],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "dask[distributed]>=2023"],

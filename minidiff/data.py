@@ -3,9 +3,16 @@
 Every generator is a pure function `(n, rng) -> (n, D)` float64 array that draws i.i.d. points from a fixed
 distribution, so two calls with fresh generators give two independent samples (which the data-vs-data floor of
 `metrics.energy_floor` needs). All datasets are scaled to span roughly ±3, the scale of the common `moons` setup
-and of a standard normal prior. Four are Gaussian mixtures (`gaussian`, `gmm1d`, `gmm2d`, `8gaussians`): for
-those `get_mixture(name)` returns the mixture, whose density, score and optimal denoiser are exact
-(`minidiff.mixture`).
+and of a standard normal prior. Four of these are Gaussian mixtures (`gaussian`, `gmm1d`, `gmm2d`,
+`8gaussians`): for those `get_mixture(name)` returns the mixture, whose density, score and optimal denoiser are
+exact (`minidiff.mixture`).
+
+Beyond the plane (`minidiff.images`): `digits`, the 8×8 handwritten digits of UCI (1,797 images on 17 grey levels,
+in [−1, 1]); `smooth8x8`, `smooth16x16`, `smooth32x32`, a mixture of smooth images and its nearest-neighbour
+upsamplings; `brightness` and `brightness32`, smooth images whose mean brightness spreads over [−1, 1]. All but
+`digits` are low-rank Gaussian mixtures (`minidiff.lowrank`) with the exact oracle in 64 to 1024 dimensions. These
+live on the scale [−1, 1] of images rather than ±3, and say their image shape and, for discrete data, their number
+of grey levels.
 
 Sources of the shapes: scikit-learn's `make_moons`/`make_circles`/`make_swiss_roll` (Pedregosa et al. 2011) and
 the toy densities of FFJORD (Grathwohl et al. 2019); each definition is written out in its docstring. Where those
@@ -17,6 +24,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from minidiff import images
 from minidiff.mixture import GaussianMixture, check_count, check_rng
 
 MOONS_NOISE = 0.05  # std of the noise added to the unit moons, before the rescale (common toy-diffusion setup)
@@ -126,15 +134,19 @@ def gmm2d():
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A named data source: a one-line description, a sampler (n, rng) -> (n, D), and its mixture if exact."""
+    """A named data source: a one-line description, a sampler (n, rng) -> (n, D), its mixture if exact (a
+    GaussianMixture or a lowrank.LowRankMixture), the (height, width) of its images if it is image data, and the
+    number of values each coordinate takes if it is discrete (on an even grid over [−1, 1])."""
 
     description: str
     sample: Callable[[int, np.random.Generator], np.ndarray]
-    mixture: Optional[GaussianMixture] = None
+    mixture: Optional[object] = None
+    image_shape: Optional[tuple] = None
+    levels: Optional[int] = None
 
 
-def _exact(description, mixture):
-    return Dataset(description, mixture.sample, mixture)
+def _exact(description, mixture, image_shape=None):
+    return Dataset(description, mixture.sample, mixture, image_shape)
 
 
 DATASETS = {
@@ -148,6 +160,18 @@ DATASETS = {
     "gaussian": _exact("one correlated 2-D Gaussian, stds 1.5 and 0.5 turned by 30 degrees (exact)", gaussian()),
     "gmm1d": _exact("a 1-D mixture of three Gaussians, means -2, 0.5, 2.5 (exact density)", gmm1d()),
     "gmm2d": _exact("a 2-D mixture of three unequal, elongated Gaussians (exact density)", gmm2d()),
+    "digits": Dataset("the 1797 8x8 handwritten digits of UCI (Alpaydin & Kaynak 1998), 17 grey levels in [-1, 1]",
+                      images.digits, image_shape=(8, 8), levels=images.DIGITS_LEVELS),
+    "smooth8x8": _exact("8x8 smooth random images: 6 low-rank Gaussians, rank 6, pixel noise 0.05 (exact)",
+                        images.smooth_images(8), (8, 8)),
+    "smooth16x16": _exact("smooth8x8 upsampled to 16x16 by nearest neighbour, D = 256 (exact)",
+                          images.smooth_images(16), (16, 16)),
+    "smooth32x32": _exact("smooth8x8 upsampled to 32x32 by nearest neighbour, D = 1024 (exact)",
+                          images.smooth_images(32), (32, 32)),
+    "brightness": _exact("8x8 smooth images whose mean brightness spreads over [-1, 1] (exact)",
+                         images.brightness_images(8), (8, 8)),
+    "brightness32": _exact("brightness upsampled to 32x32 by nearest neighbour, D = 1024 (exact)",
+                           images.brightness_images(32), (32, 32)),
 }
 
 
@@ -170,7 +194,8 @@ def sample_dataset(name, n, rng):
 
 
 def get_mixture(name):
-    """The exact GaussianMixture behind dataset `name` (an error for datasets without a closed-form density)."""
+    """The exact mixture behind dataset `name`, a GaussianMixture or a lowrank.LowRankMixture (an error for datasets
+    without a closed-form density)."""
     mixture = _lookup(name).mixture
     if mixture is None:
         exact = [key for key, value in DATASETS.items() if value.mixture is not None]

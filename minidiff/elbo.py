@@ -25,6 +25,10 @@ the scale √β_0 the true q(x_0 | x_1) has variance ≈ (1 − ᾱ_0)/ᾱ_0 ≈
 ½ [r − 1 − log r] nats per dimension, r = β_0/σ_0² (≈ 0.1 at linear T = 1000); decoder_variance overrides it.
 L_0 is a density: it can be negative, and so can the bound in bits per dimension.
 
+Discrete data. With `levels=K`, for data on K evenly spaced values in [−1, 1], L_0 is the discretised decoder of
+Ho et al. 2020 (eq. 13, `discrete.py`) and the bound is on −log P(x_0), a probability; a continuous bound on the
+density of the same values converts to it by adding D log(1/Δ), Δ = 2/(K − 1) the bin width.
+
 Estimators. 'exact': all T terms for every example, each KL analytic at one draw of x_t per (x_0, t).
 'uniform' / 'importance': one t per example from p(t), the term weighted by 1/p(t) (unbiased for the sum over t);
 importance uses p(t) ∝ √E[L_t²] from a pilot pass over a few examples (Nichol & Dhariwal 2021, §3.3, with the
@@ -34,6 +38,7 @@ import dataclasses
 
 import numpy as np
 
+from minidiff.discrete import discretized_gaussian_nll, grid_index
 from minidiff.forward import posterior_variance, q_posterior, q_sample
 from minidiff.targets import canonical_target, check_identifiable, predicted_mean
 from minidiff.timesteps import UNIFORM_MIX
@@ -94,14 +99,18 @@ def check_terminal_snr(schedule, target):
     check_identifiable(target, schedule.alpha_bar[-1])
 
 
-def terms_at(model, schedule, x0, t, eps, *, target, sigma2):
-    """L_t per example (n,), each row at its own timestep t (n,), at x_t = √ᾱ_t x_0 + √(1−ᾱ_t) eps (post eq. 3)."""
+def terms_at(model, schedule, x0, t, eps, *, target, sigma2, levels=None):
+    """L_t per example (n,), each row at its own timestep t (n,), at x_t = √ᾱ_t x_0 + √(1−ᾱ_t) eps (post eq. 3);
+    with `levels`, L_0 is the discretised decoder's (module docstring)."""
     x_t = q_sample(schedule, x0, t, eps)
     mu_theta = predicted_mean(target, schedule, model(x_t, t), x_t, t)  # μ_θ(x_t, t)
     var = sigma2[t][:, None]
     out = np.empty(len(x0))
     first = t == 0
-    out[first] = gaussian_nll(x0[first], mu_theta[first], var[first])  # the decoder L_0
+    if levels is None:
+        out[first] = gaussian_nll(x0[first], mu_theta[first], var[first])  # the decoder L_0
+    else:
+        out[first] = discretized_gaussian_nll(x0[first], mu_theta[first], var[first], levels)  # Ho et al. eq. (13)
     rest = ~first
     mean_q, var_q = q_posterior(schedule, x0[rest], x_t[rest], t[rest])  # post eq. (8)
     out[rest] = gaussian_kl(mean_q, var_q, mu_theta[rest], var[rest])
@@ -123,6 +132,7 @@ class Bound:
     dim: int
     method: str
     log_scale: float  # Σ_d log std_d for standardised data, else 0
+    levels: int = None  # discrete data: L_0 discretised, the bound is on −log P(x_0) (None: continuous)
 
     def bits(self, nats):
         """nats per example → bits per dimension: nats / (D ln 2)."""
@@ -134,13 +144,14 @@ class Bound:
 
 
 def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling="exact", decoder_variance=None,
-         stats=None, pilot=PILOT_SIZE, progress=None):
+         stats=None, pilot=PILOT_SIZE, progress=None, levels=None):
     """The bound −ELBO ≥ −log p_θ(x_0) for the rows of x0 (n, D), term by term (module docstring).
 
     model(x_t, t) predicts `target`; rng draws every x_t and t. variance: σ_t² 'beta_tilde' or 'beta';
     t_sampling: 'exact', 'uniform' or 'importance'; stats: a run's standardisation (x0 is then in data space);
     progress(k) is called after each batch of k model calls (T calls for 'exact', T + 1 for 'importance', 1 for
-    'uniform').
+    'uniform'); levels: for data on that many evenly spaced values in [−1, 1], the discretised decoder and a bound
+    on −log P(x_0) (Ho et al. 2020, eq. 13).
     """
     target = canonical_target(target)
     if t_sampling not in ESTIMATES:
@@ -149,13 +160,20 @@ def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling=
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     check_terminal_snr(schedule, target)
     sigma2 = reverse_variances(schedule, variance, decoder_variance)
+    if levels is not None:
+        if stats is not None:
+            raise ValueError("the discretised decoder needs the data on its levels in [−1, 1]; it cannot be used "
+                             "with standardised data")
+        grid_index(x0, levels)
     x0 = standardized(x0, stats)
 
     def run(x, t):  # L_t of each row at its timestep, with a fresh draw of x_t
-        return terms_at(model, schedule, x, t, rng.standard_normal(x.shape), target=target, sigma2=sigma2)
+        return terms_at(model, schedule, x, t, rng.standard_normal(x.shape), target=target, sigma2=sigma2,
+                        levels=levels)
     if t_sampling == "exact":
         terms = _all_terms(run, x0, schedule.T, progress)  # (T, n)
-        return _summary(terms, terms[0], terms[1:].sum(0), prior_term(schedule, x0), x0.shape[1], t_sampling, stats)
+        return _summary(terms, terms[0], terms[1:].sum(0), prior_term(schedule, x0), x0.shape[1], t_sampling, stats,
+                        levels)
     p = np.full(schedule.T, 1.0 / schedule.T)
     if t_sampling == "importance":
         p = _proposal(_all_terms(run, x0[:pilot], schedule.T, progress))
@@ -164,7 +182,7 @@ def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling=
     if progress is not None:
         progress(1)
     return _summary(None, np.where(t == 0, weighted, 0.0), np.where(t > 0, weighted, 0.0),
-                    prior_term(schedule, x0), x0.shape[1], t_sampling, stats)
+                    prior_term(schedule, x0), x0.shape[1], t_sampling, stats, levels)
 
 
 def _all_terms(run, x0, T, progress):
@@ -191,10 +209,10 @@ def _stderr(values):
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
 
 
-def _summary(terms, decoder, denoising, prior, dim, method, stats):
+def _summary(terms, decoder, denoising, prior, dim, method, stats, levels=None):
     """Average the per-example pieces into a Bound."""
     per_example = prior + decoder + denoising + log_scale(stats)
     means = None if terms is None else terms.mean(axis=1)
     stderrs = None if terms is None else np.array([_stderr(row) for row in terms])
     return Bound(float(per_example.mean()), _stderr(per_example), float(prior.mean()), float(denoising.mean()),
-                 float(decoder.mean()), means, stderrs, per_example, dim, method, log_scale(stats))
+                 float(decoder.mean()), means, stderrs, per_example, dim, method, log_scale(stats), levels)

@@ -17,6 +17,8 @@ import numpy as np
 
 from minidiff.schedules import at
 
+VARIANCES = ("beta_tilde", "beta")  # the fixed reverse-process variances σ_t² (Ho et al. 2020, §3.2)
+
 
 def q_sample(schedule, x0, t, eps):
     """x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε, a draw from q(x_t | x_0) (Ho et al. 2020, eq. 4)."""

@@ -276,6 +276,23 @@ def _squared_error_backward(g, pred, target, weights, saved):
     return r * scale.reshape(scale.shape + (1,) * (r.ndim - scale.ndim))             # (B, …)
 
 
+def _uncertainty_weighted(losses, u, saved):
+    """e^(−u_i) ℓ_i + u_i for each example: EDM2's loss with a learned uncertainty u (Karras et al. 2024, eq. 16);
+    losses (B,), u (B, 1) (a column, as the layer that makes it returns it)."""
+    u_flat = u.reshape(losses.shape)                    # (B,), or (R, B) for a stack
+    scale = get_xp().exp(-u_flat)                       # (B,)
+    if saved is not None:
+        saved["scale"] = scale
+    return scale * losses + u_flat
+
+
+def _uncertainty_weighted_vjp(g, wanted, out, losses, u, saved):
+    """ℓ̄ = ḡ e^(−u);  ū = ḡ (1 − e^(−u) ℓ), shaped like u."""
+    scale = saved["scale"]
+    grads = {0: g * scale, 1: (g * (1 - scale * losses)).reshape(u.shape)}
+    return [grads[i] for i in wanted]
+
+
 silu = primitive("silu", _silu, _silu_vjp)
 linear = primitive("linear", _linear, _linear_vjp)
 linear_silu = primitive("linear_silu", _linear_silu, _linear_silu_vjp)
@@ -284,3 +301,4 @@ concat = primitive("concat", _concat, _concat_vjp)
 sinusoids = primitive("sinusoids", _sinusoids, _sinusoids_vjp)
 mean_square_error = primitive("mean_square_error", _mean_square_error, _mean_square_error_vjp)
 weighted_squared_error = primitive("weighted_squared_error", _weighted_squared_error, _weighted_squared_error_vjp)
+uncertainty_weighted = primitive("uncertainty_weighted", _uncertainty_weighted, _uncertainty_weighted_vjp)

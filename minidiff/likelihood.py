@@ -93,12 +93,14 @@ def network_model(params, problem, config):
     """
     from minidiff import nn  # imported here: the likelihood of a mixture's oracle needs no network code
     from minidiff.accel.backend import to_device, to_numpy, transfer_to_device, transfer_to_host
-    from minidiff.train import time_inputs
+    from minidiff.train import input_scale_at, time_inputs
     params64 = {key: to_device(np.asarray(to_numpy(value), dtype=np.float64)) for key, value in params.items()}
 
     def model(x_t, t):
-        time = time_inputs(problem.schedule, config.time_input, np.broadcast_to(t, (len(x_t),)))
-        return transfer_to_host(nn.apply(params64, transfer_to_device(x_t), to_device(time)))
+        t = np.broadcast_to(t, (len(x_t),))
+        time = time_inputs(problem.schedule, config.time_input, t)
+        x_in = x_t * input_scale_at(problem, t)  # c_in x_t for the edm target, as train.model_fn
+        return transfer_to_host(nn.apply(params64, transfer_to_device(x_in), to_device(time)))
     return model
 
 

@@ -175,7 +175,11 @@ def _component_means(mixture, c):
 # --- the posterior of x_0 given x_t ---------------------------------------------------------------------------
 
 def posterior_mean(mixture, alpha_bar, x_t):
-    """(E[x_0|x_t], E[ε|x_t]), each (B, D), for x_t ~ q_t at noise level ᾱ (a number or one per row, (B,))."""
+    """(E[x_0|x_t], E[ε|x_t]), each (B, D), for x_t ~ q_t at noise level ᾱ (a number or one per row, (B,)).
+
+    Any other mixture (a lowrank.LowRankMixture) answers from its own factored form."""
+    if not isinstance(mixture, GaussianMixture):
+        return mixture.posterior_mean(alpha_bar, x_t)
     c = _components(mixture, alpha_bar, x_t)
     x0_k = _component_means(mixture, c)  # (B, K, D)
     eps_k = np.sqrt(1.0 - c.alpha_bar) * _to_data_basis(c, c.z / c.s)  # (B, K, D) √(1−ᾱ) u_k
@@ -193,7 +197,9 @@ def posterior_cov(mixture, alpha_bar, x_t):
 
 
 def posterior_trace_cov(mixture, alpha_bar, x_t):
-    """tr Cov[x_0|x_t], shape (B,): the x_0-MSE of the optimal denoiser at this x_t."""
+    """tr Cov[x_0|x_t], shape (B,): the x_0-MSE of the optimal denoiser at this x_t (any mixture, as above)."""
+    if not isinstance(mixture, GaussianMixture):
+        return mixture.posterior_trace_cov(alpha_bar, x_t)
     c = _components(mixture, alpha_bar, x_t)
     within = np.sum((1.0 - c.alpha_bar) * c.lam / c.s, axis=-1)  # (B, K) tr[(1−ᾱ) Σ_k S_k⁻¹]
     x0_k = _component_means(mixture, c)

@@ -2,7 +2,7 @@
 
 Two families of schedules are in use, and both are here:
 - β-space schedules fix the per-step noise β_t (linear, quadratic, scaled_linear, sigmoid_beta);
-- ᾱ-space schedules fix a continuous curve ᾱ(u), u ∈ [0, 1], and read β off it (cosine, sigmoid).
+- ᾱ-space schedules fix a continuous curve ᾱ(u), u ∈ [0, 1], and read β off it (cosine, sigmoid, rectified_flow).
 Each is a pair: the discrete β_t, t = 0 … T−1, and the continuous log ᾱ(u), u ∈ [0, 1], whose samples at
 u = (t+1)/T it follows (exactly for ᾱ-space schedules, in the limit of many steps for β-space ones, where the
 per-step β_t becomes a rate T·β(u) and log ᾱ(u) = −∫_0^u T·β(s) ds). The continuous curve gives each schedule a
@@ -12,6 +12,8 @@ of a loss is a function w(λ). `schedules.make_schedule` turns a name into a Sch
 import inspect
 
 import numpy as np
+
+from minidiff.errors import UsageError
 
 # Default endpoints, each with its source. β-space defaults are stated for T = 1000 and scaled by 1000 / T so
 # that any T reaches the same final noise level (improved-diffusion's `get_named_beta_schedule`).
@@ -25,7 +27,7 @@ SIGMOID_START, SIGMOID_END, SIGMOID_TAU = -3.0, 3.0, 1.0  # Chen 2023, Alg. 1 de
 SIGMOID_CLIP_MIN = 1e-9  # Chen 2023, Alg. 1
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UsageError):
     """An unknown schedule name or an invalid schedule value."""
 
 
@@ -101,6 +103,19 @@ def _sigmoid(T, start=SIGMOID_START, end=SIGMOID_END, tau=SIGMOID_TAU, clip_min=
     return _from_continuous(log_alpha_bar, T, max_beta)
 
 
+def _rectified_flow(T):
+    """Liu et al. 2023; Lipman et al. 2023; Esser et al. 2024, §2: z_u = (1 − u) x_0 + u ε, u = (t+1)/T.
+
+    In the variance-preserving form x_t = z_u / √((1 − u)² + u²): ᾱ(u) = (1 − u)² / ((1 − u)² + u²), and the
+    log-SNR is λ(u) = 2 log((1 − u)/u). At u = 1 (t = T−1) ᾱ = 0: the schedule ends at pure noise, as
+    diffusers' FlowMatchEulerDiscreteScheduler does (its sigmas are u = T/T … 1/T).
+    """
+    def log_alpha_bar(u):
+        with np.errstate(divide="ignore"):
+            return 2 * np.log1p(-u) - np.log((1 - u) ** 2 + u ** 2)
+    return _from_continuous(log_alpha_bar, T, max_beta=1.0)
+
+
 SCHEDULES = {
     "linear": (_linear, "β linear from 1e-4 to 0.02 at T=1000, scaled by 1000/T (Ho et al. 2020)"),
     "quadratic": (_sqrt_linear(LINEAR_BETAS), "√β linear from √1e-4 to √0.02 at T=1000, scaled by 1000/T "
@@ -110,14 +125,40 @@ SCHEDULES = {
     "sigmoid_beta": (_sigmoid_beta, "β = sigmoid(linspace(−6, 6)) between 1e-4 and 0.02 at T=1000 (GeoDiff)"),
     "cosine": (_cosine, "ᾱ = cos² curve with s = 0.008, β clipped at 0.999 (Nichol & Dhariwal 2021)"),
     "sigmoid": (_sigmoid, "ᾱ = a sigmoid curve, start −3, end 3, τ = 1 (Chen 2023)"),
+    "rectified_flow": (_rectified_flow, "x_t ∝ (1 − u) x_0 + u ε, u = (t+1)/T, ending at pure noise "
+                                        "(Liu et al. 2023; Esser et al. 2024)"),
 }
+
+
+def check_name(name):
+    """`name`, if it is one of SCHEDULES; a ScheduleError naming them otherwise."""
+    if name not in SCHEDULES:
+        raise ScheduleError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    return name
+
+
+# --- the log-SNR shift ----------------------------------------------------------------------------------------
+
+def shifted(alpha_bar, shift):
+    """ᾱ' = sigmoid(λ − 2 log s) for λ = log(ᾱ / (1 − ᾱ)): the same schedule moved along λ (schedules.py's
+    docstring: SD3's time shift, Esser et al. 2024, eqs. 23–24).
+
+    Written as ᾱ' = ᾱ / (ᾱ + s² (1 − ᾱ)), which keeps ᾱ = 0 at 0 and needs no logarithm.
+    """
+    alpha_bar = np.asarray(alpha_bar, dtype=np.float64)
+    return alpha_bar / (alpha_bar + shift ** 2 * (1.0 - alpha_bar))
+
+
+def check_shift(shift):
+    if isinstance(shift, bool) or not isinstance(shift, (int, float, np.floating, np.integer)) \
+            or not (np.isfinite(shift) and shift > 0):
+        raise ScheduleError(f"the log-SNR shift must be a positive number (1: no shift), got {shift!r}")
 
 
 def lookup(name, T, options):
     """(β_t, log ᾱ(u)) of the schedule `name` with T steps and its own options; a ScheduleError for an unknown
     name or option, or a T that is not an integer >= 1."""
-    if name not in SCHEDULES:
-        raise ScheduleError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    check_name(name)
     if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
         raise ScheduleError(f"T must be an integer >= 1, got {T!r}")
     fn = SCHEDULES[name][0]

@@ -1,7 +1,7 @@
 """The denoiser: an MLP over a params dict.
 
 The network reads a noisy point x_t (B, D) and a time input t (B,) and returns one vector per point (B, D): the
-prediction of whichever target it is trained on (ε, x0, v, score or μ). The default is the 34-256-256-256-2 MLP:
+prediction of whichever target it is trained on (ε, x0, v, score, μ, flow or edm). The default is the 34-256-256-256-2 MLP:
 
     input  = [x | emb(t)]                        2 + 32 = 34 features
     h      = SiLU(input W_in + b_in)             256
@@ -15,7 +15,8 @@ timestep index t = 0 … T−1 (or a time in [0, 1] scaled by 1000, or a log-SNR
 [sin(x ω_k) | cos(x ω_k)] with ω_k = 2^k π (Mildenhall et al. 2020, eq. 4; Tancik et al. 2020), help an MLP fit
 fine detail.
 
-Params are a flat dict of str -> array, all trainable, saved as they are to `.npz`. `apply` reads the architecture
+Params are a flat dict of str -> array, all trainable, saved as they are to `.npz` (with the learned weighting also
+`uncertainty.W`, `uncertainty.b`, read by `uncertainty` alone). `apply` reads the architecture
 from the keys and shapes: D from `out.W`, E from `in.W`, the Fourier count from `in.W_fourier` (present only when
 on), the hidden layers from `residual.{i}.*` or `hidden.{i}.*`. The first layer's weight is kept in two blocks,
 `in.W` for [x | emb(t)] and `in.W_fourier` for the Fourier features, so that both sizes can be read back; the layer
@@ -48,6 +49,7 @@ class Config:
     time_dim: int = 32           # E, size of the sinusoidal time embedding (even)
     fourier_features: int = 0    # F, log-spaced frequencies per coordinate of x; 0 = off
     residual: bool = True        # h <- h + SiLU(h W + b) on the hidden-to-hidden layers
+    uncertainty: bool = False    # also u(t) = emb(t) W_u + b_u, EDM2's learned loss uncertainty (`uncertainty`)
 
     def __post_init__(self):
         for name in ("data_dim", "hidden", "depth", "time_dim"):
@@ -101,7 +103,18 @@ def init(rng, config, dtype=np.float64):
         params[f"{kind}.{i}.W"] = _he_normal(rng, H, (H, H), dtype)
         params[f"{kind}.{i}.b"] = xp.zeros(H, dtype)
     params["out.W"], params["out.b"] = xp.zeros((H, D), dtype), xp.zeros(D, dtype)
+    if config.uncertainty:  # zero: u = 0 at the start, the loss is then the plain weighted loss
+        params["uncertainty.W"], params["uncertainty.b"] = xp.zeros((E, 1), dtype), xp.zeros(1, dtype)
     return params
+
+
+def uncertainty(params, t):
+    """u(t) (B, 1): EDM2's learned uncertainty, a linear function of the time embedding (Karras et al. 2024, §3.2
+    and eq. 16, where it reads c_noise through Fourier features). Its params are `uncertainty.*`, which `apply`
+    never reads: sampling does not see them."""
+    W = params["uncertainty.W"]
+    emb = _embedded_time(t, get_xp().asarray(t).shape, W.shape[-2], W.dtype)                      # (B, E)
+    return linear(emb, W, params["uncertainty.b"])                                               # (B, 1)
 
 
 def _embedded_time(t, batch_shape, time_dim, dtype):

@@ -1,6 +1,6 @@
 """Sampling: run the reverse process from noise to data with a trained network (or any model).
 
-`model(x_t, t) -> prediction` predicts one of the five targets; every sampler turns the prediction into
+`model(x_t, t) -> prediction` predicts one of the seven targets; every sampler turns the prediction into
 (x0_hat, eps_hat) with `targets.to_x0_eps`, so one sampler serves all targets. With fewer steps than T, the
 sampler visits a subsequence τ_0 > τ_1 > … of the training timesteps (`timestep_spacing`) and treats it as a
 diffusion of its own (`respaced`): ᾱ is read at those timesteps, the step from τ_i to τ_{i+1} has

@@ -13,6 +13,11 @@ The named schedules (linear, cosine, …) and how each sets β_t are in named_sc
 name into a Schedule here. Each also has a continuous-time log-SNR λ(u) (`log_snr_continuous`), the view of
 Kingma et al. 2021 in which the weighting of a loss is a function w(λ); between the integer steps a Schedule is
 read by `between_steps`. The timesteps a sampler with fewer steps visits are in spacing.py.
+
+A log-SNR shift s moves any schedule along λ: λ → λ − 2 log s, so ᾱ' = sigmoid(λ − 2 log s) at every step
+(`shifted`). s > 1 spends more steps at high noise. On the rectified flow it is SD3's time shift
+u' = s u / (1 + (s − 1) u) (Esser et al. 2024, eqs. 23–24; diffusers' `shift`), and a shift by d/64 is the
+resolution shift of Hoogeboom et al. 2023, §3.1, for an image of side d (λ_cosine + 2 log(64/d)).
 """
 import dataclasses
 import warnings
@@ -20,8 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-# SCHEDULES, ScheduleError, SPACINGS and timestep_spacing: the rest of minidiff reads them from here.
-from minidiff.named_schedules import REFERENCE_T, SCHEDULES, ScheduleError, lookup  # noqa: F401
+# SCHEDULES, ScheduleError, check_name, SPACINGS and timestep_spacing: the rest of minidiff reads them from here.
+from minidiff.named_schedules import REFERENCE_T, SCHEDULES, ScheduleError, check_name, check_shift, lookup, shifted  # noqa: F401
 from minidiff.spacing import SPACINGS, timestep_spacing  # noqa: F401
 
 PRIOR_KL_WARN = 1e-3  # nats per dimension: above this the prior term L_T is not "extremely small"
@@ -52,6 +57,7 @@ class Schedule:
     coef_xt: np.ndarray
     zero_terminal_snr: bool = False
     options: dict = dataclasses.field(default_factory=dict)
+    shift: float = 1.0  # the log-SNR shift s: λ → λ − 2 log s (module docstring)
 
     @property
     def prior_kl(self):
@@ -65,11 +71,12 @@ class Schedule:
     def log_snr_continuous(self, u):
         """λ(u) for u ∈ [0, 1], the continuous-time log-SNR of this schedule (see `log_snr_continuous`)."""
         return log_snr_continuous(self.name, u, T=self.T, zero_terminal_snr=self.zero_terminal_snr,
-                                  **self.options)
+                                  shift=self.shift, **self.options)
 
     def describe(self):
         """A one-line summary: name, T, the ends of ᾱ and λ, the prior term."""
-        return (f"{self.name}{' (zero terminal SNR)' if self.zero_terminal_snr else ''}, T={self.T}: "
+        shift = f" (log-SNR shift {self.shift:g})" if self.shift != 1 else ""
+        return (f"{self.name}{' (zero terminal SNR)' if self.zero_terminal_snr else ''}{shift}, T={self.T}: "
                 f"alpha_bar {self.alpha_bar[0]:.6g} -> {self.alpha_bar[-1]:.6g}, "
                 f"log-SNR {self.log_snr[0]:.4g} -> {self.log_snr[-1]:.4g}, prior KL {self.prior_kl:.3g} nats/dim")
 
@@ -165,19 +172,27 @@ def _log_alpha_bar_zero_terminal(log_alpha_bar_fn):
 
 # --- the entry point ------------------------------------------------------------------------------------------
 
-def make_schedule(name, T=REFERENCE_T, *, zero_terminal_snr=False, warn=True, **options):
-    """The Schedule `name` with T steps, optionally rescaled to zero terminal SNR (Lin et al. 2023).
+def make_schedule(name, T=REFERENCE_T, *, zero_terminal_snr=False, shift=1.0, warn=True, **options):
+    """The Schedule `name` with T steps, optionally rescaled to zero terminal SNR (Lin et al. 2023), then shifted
+    in log-SNR by λ → λ − 2 log(shift) (module docstring).
 
     options are the named schedule's own (e.g. beta_start, beta_end for linear; s for cosine). Warns with
     PriorTermWarning when the schedule ends so far from noise that the prior term is not negligible.
     """
     betas, _ = lookup(name, T, options)
     _check_betas(np.asarray(betas), name)
+    check_shift(shift)
+    alpha_bar = None
     if zero_terminal_snr:
         alpha_bar = rescale_zero_terminal_snr(np.cumprod(1.0 - betas))
         betas = betas_from_alpha_bar(alpha_bar)
         betas[0] = 1.0 - alpha_bar[0]  # α_0 = ᾱ_0 (Lin et al. 2023, Alg. 1)
-    schedule = from_betas(betas, name, zero_terminal_snr=zero_terminal_snr, options=options)
+        alpha_bar = None
+    if shift != 1:
+        alpha_bar = shifted(np.cumprod(1.0 - betas), shift)
+        betas = betas_from_alpha_bar(alpha_bar)
+    schedule = from_betas(betas, name, zero_terminal_snr=zero_terminal_snr, options=options, alpha_bar=alpha_bar)
+    schedule = dataclasses.replace(schedule, shift=float(shift))
     if warn and schedule.prior_kl > PRIOR_KL_WARN:
         warnings.warn(f"schedule {name} at T={T} ends at alpha_bar={schedule.alpha_bar[-1]:.4g}: the prior term "
                       f"KL(q(x_T|x_0) || N(0, I)) is {schedule.prior_kl:.3g} nats per dimension for unit-variance "
@@ -186,8 +201,9 @@ def make_schedule(name, T=REFERENCE_T, *, zero_terminal_snr=False, warn=True, **
     return schedule
 
 
-def log_snr_continuous(name, u, T=REFERENCE_T, *, zero_terminal_snr=False, **options):
-    """λ(u) = log ᾱ(u) − log(1 − ᾱ(u)) for u ∈ [0, 1], the continuous-time log-SNR (Kingma et al. 2021).
+def log_snr_continuous(name, u, T=REFERENCE_T, *, zero_terminal_snr=False, shift=1.0, **options):
+    """λ(u) = log ᾱ(u) − log(1 − ᾱ(u)) − 2 log(shift) for u ∈ [0, 1], the continuous-time log-SNR (Kingma et
+    al. 2021), shifted as `make_schedule` shifts.
 
     For the cosine schedule without the offset s this is λ(u) = −2 log tan(πu/2), since ᾱ(u) = cos²(πu/2). λ is +∞ at
     u = 0 (no noise) and −∞ at u = 1 with zero terminal SNR.
@@ -198,15 +214,17 @@ def log_snr_continuous(name, u, T=REFERENCE_T, *, zero_terminal_snr=False, **opt
     _, log_alpha_bar_fn = lookup(name, T, options)
     if zero_terminal_snr:
         log_alpha_bar_fn = _log_alpha_bar_zero_terminal(log_alpha_bar_fn)
+    check_shift(shift)
     log_alpha_bar = log_alpha_bar_fn(u)
     with np.errstate(divide="ignore"):
-        return log_alpha_bar - np.log(-np.expm1(log_alpha_bar))
+        return log_alpha_bar - np.log(-np.expm1(log_alpha_bar)) - 2 * np.log(shift)
 
 
 # --- the schedule between its steps ---------------------------------------------------------------------------
 # The probability-flow ODE runs in continuous time. Write the noise level as an angle φ, cos φ = √ᾱ, sin φ = √(1−ᾱ)
 # (x_φ = cos φ x_0 + sin φ ε): φ is finite at both ends, including ᾱ = 0, so between the integer steps φ is taken
-# linear in t (likelihood.py's docstring).
+# linear in t (likelihood.py's docstring). The rectified flow is defined in continuous time, u = (t+1)/T: between
+# its steps it is read off its own curve, tan φ = σ/s = s_shift · u/(1 − u) (named_schedules._rectified_flow).
 
 class StepView(NamedTuple):
     """Per-row constants at (possibly fractional) timesteps, shaped (B,): indexed by row like a Schedule by t, so
@@ -232,11 +250,17 @@ def between_steps(schedule, t):
         raise ValueError(f"timesteps must lie in 0 … T−1 = {schedule.T - 1}")
     steps = np.arange(schedule.T)
     whole = np.round(t).astype(np.int64)
-    phi = np.interp(t, steps, step_angles(schedule))
+    if schedule.name == "rectified_flow":
+        phi = np.arctan2(schedule.shift * (t + 1), schedule.T - t - 1)  # tan φ = s_shift u / (1 − u)
+    else:
+        phi = np.interp(t, steps, step_angles(schedule))
     alpha_bar = np.where(t == whole, schedule.alpha_bar[whole], np.cos(phi) ** 2)
     return StepView(alpha_bar, np.interp(t, steps, schedule.coef_x0), np.interp(t, steps, schedule.coef_xt))
 
 
 def timestep_at(schedule, phi):
     """The fractional timestep whose angle is φ (the inverse of `between_steps`' interpolation)."""
+    if schedule.name == "rectified_flow":  # u/(1 − u) = tan φ / s_shift, t = u T − 1
+        ratio = np.tan(phi) / schedule.shift
+        return np.clip(ratio / (1.0 + ratio) * schedule.T - 1.0, 0.0, schedule.T - 1.0)
     return np.interp(phi, step_angles(schedule), np.arange(schedule.T, dtype=np.float64))

@@ -79,6 +79,8 @@ class StackedProblem:
     time_embedding: np.ndarray  # (R·T, E)
     dtype: type
     offsets: np.ndarray  # (R, 1): where each run's tables start
+    input_scale: np.ndarray = None  # c_in of the runs with the edm target, 1 for the others (None: no run has it)
+    learned: bool = False  # the runs learn their uncertainty (all or none: it is part of the network)
 
 
 TABLES = ("sqrt_alpha_bar", "sqrt_one_minus_alpha_bar", "a", "b", "weight", "time_input", "time_embedding")
@@ -89,11 +91,17 @@ def stack_problems(problems):
     xp, dtypes = get_xp(), {p.dtype for p in problems}
     if len(dtypes) != 1:
         raise ValueError(f"the runs of a stack share one dtype, got {sorted(np.dtype(d).name for d in dtypes)}")
+    if len({p.learned for p in problems}) != 1:
+        raise ValueError("the runs of a stack all learn their uncertainty, or none does")
     lengths = [len(p.a) for p in problems]
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64).reshape(-1, 1)
     tables = {name: xp.concatenate([getattr(p, name) for p in problems]) for name in TABLES}
+    scaled = any(p.input_scale is not None for p in problems)  # c_in x_t, and 1 · x_t (exact) for the others
+    input_scale = xp.concatenate([xp.ones_like(p.a) if p.input_scale is None else p.input_scale
+                                  for p in problems]) if scaled else None
     return StackedProblem(schedule=tuple(p.schedule for p in problems), target=tuple(p.target for p in problems),
-                          dtype=problems[0].dtype, offsets=to_device(offsets), **tables)
+                          dtype=problems[0].dtype, offsets=to_device(offsets), input_scale=input_scale,
+                          learned=problems[0].learned, **tables)
 
 
 def flat_timesteps(problem, t):

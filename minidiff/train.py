@@ -20,14 +20,16 @@ import numbers
 import numpy as np
 
 from minidiff.accel import counter
-from minidiff import nn, optim
+from minidiff import nn, objective, optim
 from minidiff.accel.autodiff import value_and_vjp
 from minidiff.accel.backend import get_xp, to_device, to_numpy
 from minidiff.accel.fused import fusable
-from minidiff.layers import weighted_squared_error
-from minidiff.schedules import make_schedule
+from minidiff.errors import UsageError
+from minidiff.layers import uncertainty_weighted, weighted_squared_error
+from minidiff.preconditioning import EDM_SIGMA_DATA
+from minidiff.schedules import between_steps
 from minidiff.targets import canonical_target, check_identifiable, loss_weight, make_target, parse_weighting
-from minidiff.timesteps import TimestepSampler
+from minidiff.timesteps import TimestepSampler, parse_t_sampling
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 TIME_INPUTS = ("t", "log_snr")
@@ -81,10 +83,17 @@ class TrainConfig:
     explosion_factor: float = EXPLOSION_FACTOR  # a loss above this × the running median of recent losses diverged
     max_skips: int = MAX_SKIPS_IN_A_ROW  # skip-step stops training after this many skipped steps in a row
     randomness: str = "numpy"  # how batch, t and noise are drawn: RANDOMNESS (backend's docstring)
+    snr_shift: float = 1.0  # the schedule's log-SNR shift s, λ → λ − 2 log s (schedules.py; SD3's time shift)
+    sigma_data: float = EDM_SIGMA_DATA  # EDM's σ_d of the edm target and weighting (the CLI measures it: objective.py)
 
     def network(self, data_dim):
         return nn.Config(data_dim=data_dim, hidden=self.hidden, depth=self.depth, time_dim=self.time_dim,
-                         fourier_features=self.fourier_features)
+                         fourier_features=self.fourier_features, uncertainty=self.learns_uncertainty)
+
+    @property
+    def learns_uncertainty(self):
+        """Whether the loss is EDM2's e^(−u) L + u with a learned u (the `learned` weighting)."""
+        return parse_weighting(self.weighting)[0] == "learned"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -100,10 +109,16 @@ class Problem:
     time_input: np.ndarray  # what the network sees for timestep t
     time_embedding: np.ndarray  # (T, E): emb(time input) of every timestep, read at each step, not recomputed
     dtype: type
+    input_scale: np.ndarray = None  # c_in of the edm target at each t: the network sees c_in x_t (None: x_t)
+    learned: bool = False  # the loss is e^(−u) L + u with the network's learned u (nn.uncertainty)
 
 
 def time_inputs(schedule, kind, t):
-    """The network's time input for (possibly fractional) timesteps t: t scaled to [0, 1000), or mapped λ."""
+    """The network's time input for (possibly fractional) timesteps t: t scaled to [0, 1000), or mapped λ.
+
+    EDM's time input c_noise = ¼ ln σ_E = −λ/8 (Karras et al. 2022, Table 1) is an affine map of λ: mapped onto
+    the embedding's range it is exactly the log_snr input, which is how an edm run gives the network c_noise.
+    """
     t = np.asarray(t, dtype=np.float64)
     if kind == "t":
         return t * (EMBED_RANGE / schedule.T)
@@ -112,18 +127,22 @@ def time_inputs(schedule, kind, t):
 
 
 def make_problem(config, schedule=None):
-    schedule = schedule or make_schedule(config.schedule, config.T, zero_terminal_snr=config.zero_terminal_snr)
-    target, dtype, t = canonical_target(config.target), DTYPES[config.dtype], np.arange(config.T)
-    name, gamma = parse_weighting(config.weighting)
+    """The run's loss constants. problem.target is the target's full spec (objective.target_of: with σ_d for edm),
+    the one every sampler, bound and likelihood of this run must be given."""
+    schedule = schedule or objective.schedule_of(config)
+    target, dtype, t = canonical_target(objective.target_of(config)), DTYPES[config.dtype], np.arange(config.T)
+    name, gamma = parse_weighting(objective.weighting_of(config))
     weight = loss_weight(name, target, schedule, gamma=gamma)
     cast = lambda v: to_device(np.asarray(v, dtype=dtype))  # noqa: E731  (the device's copy, made once)
     time_input = cast(time_inputs(schedule, config.time_input, t))
+    scale = objective.input_scale(target, schedule.alpha_bar)
     return Problem(schedule=schedule, target=target, sqrt_alpha_bar=cast(np.sqrt(schedule.alpha_bar)),
                    sqrt_one_minus_alpha_bar=cast(np.sqrt(1 - schedule.alpha_bar)),
                    a=cast(make_target(target, schedule, np.ones(config.T), np.zeros(config.T), t)),
                    b=cast(make_target(target, schedule, np.zeros(config.T), np.ones(config.T), t)),
                    weight=cast(weight), time_input=time_input,
-                   time_embedding=nn.time_embedding(time_input, config.time_dim, dtype), dtype=dtype)
+                   time_embedding=nn.time_embedding(time_input, config.time_dim, dtype), dtype=dtype,
+                   input_scale=None if scale is None else cast(scale), learned=config.learns_uncertainty)
 
 
 def per_example_loss(params, problem, x0, eps, t):
@@ -135,12 +154,17 @@ def per_example_loss(params, problem, x0, eps, t):
     params = {k: to_device(v) for k, v in params.items()}
     x0, eps, t = to_device(x0), to_device(eps), to_device(t)
     x_t, target = noisy_and_target(problem, x0, eps, t)  # (B, D), (B, D)
+    if problem.input_scale is not None:
+        x_t = problem.input_scale[t][..., None] * x_t  # c_in x_t (Karras et al. 2022, Table 1)
     if problem.time_embedding.shape[-1] == params["in.W"].shape[-2] - x0.shape[-1]:
         # the time embedding read from the table: the numbers nn.apply computes from t, each sin and cos once
         prediction = nn.apply_embedded(params, x_t, problem.time_embedding.take(t, axis=0))  # (B, D)
     else:  # a network with another embedding size than the config's
         prediction = nn.apply(params, x_t, problem.time_input[t])  # (B, D)
-    return weighted_squared_error(prediction, target, problem.weight[t])  # (B,)
+    losses = weighted_squared_error(prediction, target, problem.weight[t])  # (B,)
+    if problem.learned:  # Karras et al. 2024, eq. (16): e^(−u) L + u
+        return uncertainty_weighted(losses, nn.uncertainty(params, problem.time_input[t]))
+    return losses
 
 
 @fusable("noisy_and_target")
@@ -181,10 +205,27 @@ def model_fn(params, problem, config):
     params = {k: to_device(v) for k, v in params.items()}
 
     def model(x_t, t):
-        time = time_inputs(problem.schedule, config.time_input, np.broadcast_to(t, (len(x_t),)))
-        out = nn.apply(params, to_device(np.asarray(x_t, dtype=problem.dtype)), to_device(time.astype(problem.dtype)))
+        t = np.broadcast_to(t, (len(x_t),))
+        time = time_inputs(problem.schedule, config.time_input, t)
+        x_in = np.asarray(x_t, dtype=np.float64) * input_scale_at(problem, t)
+        out = nn.apply(params, to_device(x_in.astype(problem.dtype)), to_device(time.astype(problem.dtype)))
         return np.asarray(to_numpy(out), dtype=np.float64)
     return model
+
+
+def learned_uncertainty(params, problem):
+    """u(t) for t = 0 … T−1 of a run with the learned weighting (nn.uncertainty on the run's time inputs), (T,)."""
+    params = {k: to_device(v) for k, v in params.items()}
+    return np.asarray(to_numpy(nn.uncertainty(params, problem.time_input)), dtype=np.float64)[:, 0]
+
+
+def input_scale_at(problem, t):
+    """c_in at (possibly fractional) timesteps t, as a (B, 1) column, or 1: what the network's input x_t is
+    multiplied by (the edm target's preconditioning; 1 for every other target)."""
+    if problem.input_scale is None:
+        return 1.0
+    scale = objective.input_scale(problem.target, between_steps(problem.schedule, np.asarray(t, float)).alpha_bar)
+    return scale[:, None]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -259,17 +300,17 @@ def draw_batch(state, problem, config, x_train):
 def counter_timesteps(sampler, key, batch_size):
     """`TimestepSampler.sample` with counter.py's uniforms for the generator's: (t, importance weights or None).
 
-    The same three rules (timesteps.py): uniform ⌊u T⌋; stratified u_i = (u + i/B) mod 1 from one u; importance by
-    inverting the cumulative p(t) at each u (its history is on the host; p and the weights go to the device).
+    The same rules (timesteps.py): uniform ⌊u T⌋; stratified u_i = (u + i/B) mod 1 from one u; importance and the
+    density samplers by inverting the cumulative p(t) at each u (p is on the host; p and the weights go to the device).
     """
     xp, T = get_xp(), sampler.T
     if sampler.kind == "stratified":
         u = (counter.scalar_uniform(key) + xp.arange(batch_size) / batch_size) % 1.0
         return xp.minimum((u * T).astype(np.int64), T - 1), None
-    if sampler.kind == "importance" and sampler.warm:
-        p = sampler.probabilities()
+    p = sampler.distribution()
+    if p is not None:
         t = xp.minimum(xp.searchsorted(to_device(np.cumsum(p)), counter.uniform(key, batch_size), side="right"), T - 1)
-        return t, (1.0 / (T * to_device(p)[t])).astype(np.float32)
+        return t, (1.0 / (T * to_device(p)[t])).astype(np.float32) if sampler.weights_losses else None
     return counter.integers(key, batch_size, T), None
 
 
@@ -295,7 +336,7 @@ def _divergence(loss, grad_norm, loss_median, factor):
     return None
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A TrainConfig that cannot run, with a one-line reason naming the option and what is allowed."""
 
 
@@ -327,10 +368,9 @@ def _check_types(config):
 def _range_checks(config):
     """(ok, message) for every option that has a range or a list of names."""
     from minidiff import data
-    from minidiff.timesteps import T_SAMPLINGS
     positive = ["n_train", "T", "steps", "batch_size", "hidden", "depth", "time_dim", "log_every", "checkpoint_every",
                 "max_skips"]
-    names = [("dtype", DTYPES), ("time_input", TIME_INPUTS), ("t_sampling", T_SAMPLINGS),
+    names = [("dtype", DTYPES), ("time_input", TIME_INPUTS),
              ("on_divergence", ON_DIVERGENCE), ("randomness", RANDOMNESS)] + (
         [] if config.data_file else [("dataset", data.DATASETS)])
     return [(getattr(config, name) >= 1, f"{name} must be >= 1, got {getattr(config, name)}") for name in positive] + [
@@ -346,6 +386,10 @@ def _range_checks(config):
         (config.time_dim % 2 == 0, f"time_dim must be even (sin and cos halves), got {config.time_dim}"),
         (config.explosion_factor > 1, f"explosion_factor must be > 1 (inf turns the check off), got "
                                       f"{config.explosion_factor}"),
+        (config.snr_shift > 0 and np.isfinite(config.snr_shift), f"snr_shift must be a positive number (1: no shift), "
+                                                                 f"got {config.snr_shift}"),
+        (config.sigma_data > 0 and np.isfinite(config.sigma_data), f"sigma_data must be a positive number, got "
+                                                                   f"{config.sigma_data}"),
         (config.checkpoint_every % config.log_every == 0,
          f"checkpoint_every ({config.checkpoint_every}) must be a multiple of log_every ({config.log_every})")]
 
@@ -366,7 +410,8 @@ def _check_combinations(config):
     try:
         target = canonical_target(config.target)
         parse_weighting(config.weighting)
-        schedule = make_schedule(config.schedule, config.T, zero_terminal_snr=config.zero_terminal_snr, warn=False)
+        parse_t_sampling(config.t_sampling)
+        schedule = objective.schedule_of(config, warn=False)
         check_identifiable(target, schedule.alpha_bar[-1])  # x0_hat at the last step
     except ValueError as err:
         raise ConfigError(str(err)) from None

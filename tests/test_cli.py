@@ -21,12 +21,22 @@ def test_schedules_table_has_every_schedule_and_the_reference_numbers():
     result = run("schedules", "--T", "1000")
     assert result.exit_code == 0, result.output
     rows = {(line.split()[0], line.split()[1]): line.split() for line in result.output.splitlines()[2:-1]}
-    assert len(rows) == 12
+    assert len(rows) == 14  # seven schedules (rectified_flow the seventh), each plain and zero-terminal-SNR
     linear = rows[("linear", "no")]
     assert float(linear[3]) == pytest.approx(4.036e-5, rel=1e-3)  # linear (Ho et al. 2020): ᾱ_999 = 4.03583e-5
     assert float(rows[("cosine", "yes")][3]) == 0.0 and float(rows[("cosine", "yes")][-1]) == 0.0
     prior_kl = -0.5 * np.log1p(-0.068265 ** 2)  # scaled_linear (Rombach et al. 2022): √ᾱ_999 = 0.068265
     assert float(rows[("scaled_linear", "no")][-1]) == pytest.approx(prior_kl, rel=1e-2)
+
+
+def test_schedules_table_shows_the_rectified_flow_and_a_shift():
+    """u = 1/1000 at t = 0: λ_0 = 2 log(999) = 13.814; shifted by 3: 13.814 − 2 log 3 = 11.616 (by hand)."""
+    plain, moved = run("schedules", "--T", "1000"), run("schedules", "--T", "1000", "--snr-shift", "3")
+    assert plain.exit_code == 0 and moved.exit_code == 0, moved.output
+    row = lambda out: next(line.split() for line in out.splitlines() if line.startswith("rectified_flow"))  # noqa
+    assert float(row(plain.output)[6]) == pytest.approx(13.814, abs=1e-3)
+    assert float(row(moved.output)[6]) == pytest.approx(11.616, abs=1e-3)
+    assert "-2 log 3 = -2.1972" in moved.output
 
 
 def test_schedules_plot_is_written(tmp_path):
@@ -130,3 +140,32 @@ def test_datasets_lists_every_dataset(tmp_path):
     for name in ("moons", "8gaussians", "gmm1d"):
         assert name in result.output
     assert (tmp_path / "d.png").stat().st_size > 10_000
+
+
+def test_the_library_mistakes_are_one_exception_that_keeps_its_old_bases():
+    from minidiff import schedules, train
+    from minidiff.accel import backend
+    from minidiff.errors import UsageError
+    from minidiff.lab import evaluate
+    from minidiff.runs import checkpoint, datafile
+    for error in (train.ConfigError, schedules.ScheduleError, datafile.DataError, checkpoint.CheckpointError,
+                  evaluate.EvaluationError, backend.DeviceError):
+        assert issubclass(error, UsageError) and issubclass(error, ValueError)
+    assert issubclass(backend.DeviceError, RuntimeError)  # what `except RuntimeError` caught before
+
+
+@pytest.mark.parametrize("option, last_line", [(None, "Error: no such thing"),
+                                               ("--thing", "Error: Invalid value for --thing: no such thing")])
+def test_the_group_turns_a_usage_error_of_any_command_into_exit_2_under_its_usage(option, last_line):
+    from minidiff.cli import Group
+    from minidiff.errors import UsageError
+    group = Group("minidiff", context_settings={"help_option_names": ["-h", "--help"]})
+
+    @group.command()
+    def fails():
+        raise UsageError("no such thing", option=option)
+    result = CliRunner().invoke(group, ["fails"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == "Usage: minidiff fails [OPTIONS]" and lines[1] == "Try 'minidiff fails --help' for help."
+    assert lines[-1] == last_line

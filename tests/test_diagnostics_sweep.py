@@ -82,20 +82,15 @@ def test_the_stacked_engine_gives_the_rows_and_files_of_the_process_engine(tmp_p
     assert folder_files(tmp_path / "stacked") == folder_files(tmp_path / "alone")
 
 
-KILL_SCRIPT = """
-import sys
-from minidiff.lab.diagnostics import sweep
-settings = sweep.SweepConfig(lrs=(1e-3, 1e4), targets=("eps", "v"), seeds=(0, 1), check_every=100, eval_n=32,
-                             quality_n=64, quality_steps=10, base=dict(dataset="gmm2d", T=40, hidden=16, depth=1,
-                             time_dim=8, n_train=256, batch_size=32, steps=600, warmup_steps=5, log_every=50,
-                             checkpoint_every=50, grad_clip=1e9))
-sweep.run_sweep(settings, sys.argv[1], engine="stacked", resume=len(sys.argv) > 2)
-"""
+KILL_ARGS = ("sweep", "--lrs", "1e-3,1e4", "--targets", "eps,v", "--seeds", "0,1", "--dataset", "gmm2d", "--T", "40",
+             "--steps", "600", "--batch-size", "32", "--hidden", "16", "--depth", "1", "--check-every", "100",
+             "--quality-n", "64", "--quality-steps", "10", "--workers", "2", "--quiet")  # two stacks in two workers
 
 
 def _sweep_process(out_dir, *extra):
-    return subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(out_dir), *extra],
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.Popen([sys.executable, "cli.py", *KILL_ARGS, "--out", str(out_dir), *extra],
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _some_checkpoint_past(out_dir, step):
@@ -110,16 +105,18 @@ def _some_checkpoint_past(out_dir, step):
 
 
 def test_a_stacked_sweep_killed_with_sigkill_resumes_to_the_files_of_an_uninterrupted_one(tmp_path):
+    """`minidiff sweep` killed with SIGKILL mid-segment — its workers die with it — then `--resume`."""
     whole = _sweep_process(tmp_path / "whole")
     killed = _sweep_process(tmp_path / "killed")
     deadline = time.monotonic() + 300
-    while not _some_checkpoint_past(tmp_path / "killed", 250):  # mid-segment, past a check and a snapshot
+    while not _some_checkpoint_past(tmp_path / "killed", 200):  # past a check and a snapshot, before the end
         assert killed.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
         time.sleep(0.02)
     killed.send_signal(signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL and not (tmp_path / "killed" / "sweep.csv").exists()
-    assert _sweep_process(tmp_path / "killed", "--resume").wait(timeout=600) == 0
-    assert whole.wait(timeout=600) == 0
+    resumed = _sweep_process(tmp_path / "killed", "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
     assert folder_files(tmp_path / "killed") == folder_files(tmp_path / "whole")
 
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from minidiff.runs import datafile, files, loop as run
+from minidiff.runs import datafile, files, folder, loop as run
 from minidiff.train import TrainConfig
 
 TINY = dict(steps=6, hidden=8, depth=1, time_dim=4, T=20, batch_size=8, log_every=2, checkpoint_every=4)
@@ -47,7 +47,7 @@ def test_a_run_records_its_data_and_refuses_a_changed_file(tmp_path):
     write_points(data, 200)
     out = str(tmp_path / "run")
     run.train(TrainConfig(data_file=str(data), **TINY), out, evaluate=False)
-    config = run.load_config(out)[0]
+    config = folder.load_config(out)[0]
     assert config.data_sha256 == datafile.file_checksum(str(data))
     run.load_training_data(config, run.generators(config.seed)[0])  # the same file: accepted
     write_points(data, 200, seed=1)  # the same shape, other points: what --resume used to train on silently
@@ -64,3 +64,23 @@ def test_too_few_rows_for_a_held_out_split_are_refused_up_front(tmp_path, rows):
     write_points(data, rows)
     with pytest.raises(datafile.DataError, match="at least 10 rows"):
         run.load_training_data(TrainConfig(data_file=str(data), **TINY), run.generators(0)[0])
+
+
+def test_train_into_a_folder_another_process_writes_is_refused_and_deletes_nothing(tmp_path):
+    """Two `train --force` into one folder used to both exit 0 and leave a folder mixed from both runs."""
+    from click.testing import CliRunner
+    from minidiff.cli import main
+    out = tmp_path / "run"
+    args = ["train", "--steps", "4", "--hidden", "8", "--depth", "1", "--T", "20", "--batch-size", "8",
+            "--log-every", "2", "--checkpoint-every", "4", "--out", str(out), "--quiet"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    proc = holder(out)  # stands for a first writer still training there
+    try:
+        result = CliRunner().invoke(main, args + ["--force"])
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert result.exit_code == 2 and "in use by another minidiff process" in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert CliRunner().invoke(main, args + ["--force"]).exit_code == 0  # the holder is gone: --force works again

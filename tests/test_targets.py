@@ -162,7 +162,7 @@ def test_names_aliases_and_errors():
         canonical_target("noise")
     assert parse_weighting("min-snr-γ=3") == ("min-snr", 3.0) and parse_weighting("elbo") == ("elbo", None)
     with pytest.raises(ValueError, match="choose one of: " + ", ".join(WEIGHTINGS)):
-        parse_weighting("p2")
+        parse_weighting("p3")  # (p2 is a weighting now: Choi et al. 2022)
     with pytest.raises(ValueError, match="γ > 0"):
         parse_weighting("min-snr-0")
 

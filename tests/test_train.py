@@ -131,7 +131,7 @@ def test_resume_gives_bit_identical_parameters(tmp_path):
     (dict(target="noise"), "eps, x0, v, score, mu"),
     (dict(schedule="cosine", T=0), "T must be >= 1"),
     (dict(lr=-1.0), "lr must be a positive"),
-    (dict(weighting="p2"), "choose one of: uniform"),
+    (dict(weighting="p3"), "choose one of: uniform"),  # (p2 is a weighting now: Choi et al. 2022)
     (dict(t_sampling="random"), "uniform, stratified, importance"),
     (dict(checkpoint_every=7, log_every=5), "multiple of log_every"),
     (dict(target="eps", weighting="trunc-snr", zero_terminal_snr=True), "zero terminal SNR"),

@@ -1,7 +1,7 @@
 """The array backend: the one module that knows whether arrays live in NumPy or CuPy.
 
 Every other module asks `get_xp()` for the array module and never imports CuPy itself; the hand-differentiated
-operations the network is made of are in `primitives.py`, written so that one definition serves both.
+operations the network is made of are in `minidiff/layers.py`, written so that one definition serves both.
 
 The device. `use_device("gpu")` (the CLI's `--device gpu`, or MINIDIFF_DEVICE=gpu in the environment, read when
 `get_xp()` is first called without a device chosen) makes CuPy the array module; `use_device("cpu")` makes it NumPy
@@ -44,6 +44,8 @@ from autograd.extend import VSpace, defvjp_argnums, primitive
 from autograd.numpy.numpy_boxes import ArrayBox
 from autograd.tracer import isbox
 
+from minidiff.errors import UsageError
+
 DEVICES = ("cpu", "gpu")
 DEVICE_VARIABLE = "MINIDIFF_DEVICE"  # the device when none is chosen: cpu (the default) or gpu
 FUSED_VARIABLE = "MINIDIFF_FUSED"  # 0: CuPy without the fused kernels (plain ufuncs), for comparison
@@ -52,7 +54,7 @@ _xp, _device, _kernels = None, None, None  # set by use_device; get_xp() chooses
 _built_kernels = {}  # id(cupy module) -> its Kernels, compiled once per process
 
 
-class DeviceError(RuntimeError):
+class DeviceError(UsageError, RuntimeError):
     """The device asked for cannot be used (unknown name, CuPy missing, no GPU), in one line."""
 
 

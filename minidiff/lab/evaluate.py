@@ -11,16 +11,21 @@ The points are n fresh points of the dataset, drawn from a generator of their ow
 apart from the noise of the bound (default_rng(seed)); a run trained on a data file is evaluated on its held-out
 points. A gap is paired — bound − exact on the same points — so the spread of the data's own NLL cancels from its
 standard error. Everything is in nats per example, and in bits per dimension: nats / (D ln 2).
+
+`evaluate(ElboConfig(...))` is the command's entry point: it checks what the config asks for (`setup_of`: a run or
+the oracle, options that go together, a plot that has every term), then measures.
 """
+import dataclasses
 import os
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from minidiff.runs import checkpoint, loop as run
-from minidiff.runs.progress import open_bar
+from minidiff.runs import checkpoint, files, loop as run
+from minidiff.runs.progress import open_bar, silent
 from minidiff import data, likelihood, mixture
 from minidiff.elbo import check_terminal_snr, elbo
+from minidiff.errors import UsageError
 from minidiff.schedules import Schedule, make_schedule
 from minidiff.targets import canonical_target
 from minidiff.train import make_problem, model_fn
@@ -30,7 +35,7 @@ ODE_BAR = 1000  # the probability-flow progress bar counts thousandths of the OD
 TITLE_WIDTH, COLUMN_WIDTH = 38, 22  # the table: the title of a row, then one column per model
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UsageError):
     """A run, dataset, schedule or target that cannot be evaluated, found before any work."""
 
 
@@ -45,12 +50,80 @@ class Model(NamedTuple):
 
 
 class Setup(NamedTuple):
-    """What is evaluated: {label: Model}, their schedule, the points x0 (n, D) in data space, the data's name."""
+    """What is evaluated: {label: Model}, their schedule, the points x0 (n, D) in data space, the data's name, and
+    for discrete data (on its grid in [−1, 1], not standardised) its number of levels."""
 
     models: dict
     schedule: Schedule
     x0: np.ndarray
     name: str
+    levels: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ElboConfig:
+    """What `minidiff elbo` evaluates: the run in run_dir (with oracle, the optimal denoiser beside it), or without
+    run_dir the oracle alone, of dataset, schedule, T, zero_terminal_snr and target (None: ORACLE_DEFAULTS)."""
+    run_dir: str = None
+    oracle: bool = False
+    dataset: str = None
+    schedule: str = None
+    T: int = None
+    zero_terminal_snr: bool = False
+    target: str = None
+    weights: str = "ema"  # runs.folder.WEIGHTS
+    n: int = 1000
+    seed: int = 0
+    variance: str = "beta_tilde"  # forward.VARIANCES: σ_t² of p(x_{t-1}|x_t) and of the decoder
+    t_sampling: str = "exact"  # elbo.ESTIMATES
+    ode: bool = True
+    rtol: float = likelihood.RTOL
+    atol: float = likelihood.ATOL
+    plot: str = None  # where the caller will draw L_t against t (.png/.svg): checked here, before any work
+
+
+class Evaluation(NamedTuple):
+    """What `evaluate` measured: the setup, {label: elbo.Bound}, {label: FlowNLL}, the exact NLL (or None), a title,
+    and for discrete data the bounds with the discretised decoder ({label: elbo.Bound}; {} otherwise)."""
+    setup: Setup
+    bounds: dict
+    flows: dict
+    exact: Optional[np.ndarray]
+    title: str
+    discrete: dict = {}
+
+
+def evaluate(config, *, progress=None, echo=silent):
+    """The bounds and PF-ODE NLLs that `config` asks for, after every check (`setup_of`); echo(line) hears what is
+    evaluated before the work starts. RuntimeError when the ODE solver gives up."""
+    setup = setup_of(config)
+    echo(f"{config.n} points of {setup.name}; {setup.schedule.describe()}; σ_t² = {config.variance}, "
+         f"t: {config.t_sampling}")
+    bounds, flows = likelihoods(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
+                                ode=config.ode, rtol=config.rtol, atol=config.atol, progress=progress)
+    title = f"{setup.name}, {setup.schedule.name}, T = {setup.schedule.T}"
+    discrete = discrete_bounds(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
+                               progress=progress)
+    return Evaluation(setup, bounds, flows, exact_nll(setup.name, setup.x0), title, discrete)
+
+
+def setup_of(config):
+    """The Setup of the run (and the oracle beside it), or of the oracle alone; a UsageError for a plot that lacks
+    terms, options that do not go together, or a run, dataset, schedule or target that cannot be evaluated."""
+    if config.plot is not None:
+        files.check_output_file(config.plot, files.FIGURE_EXTENSIONS)
+        if config.t_sampling != "exact":
+            raise UsageError("the plot of L_t needs every term: use --t-sampling exact", option="--plot")
+    if config.run_dir is None and not config.oracle:
+        raise UsageError("give a RUN folder, or --oracle (with --dataset, --schedule, --T) for the exact optimal "
+                         "denoiser of a mixture")
+    oracle = {key: getattr(config, key) for key in ("dataset", "schedule", "T", "zero_terminal_snr", "target")}
+    given = [f"--{key.replace('_', '-')}" for key, value in oracle.items() if value]
+    if config.run_dir is not None and given:
+        raise UsageError(f"{', '.join(given)} come from the run; give them only without RUN (with --oracle)")
+    if config.run_dir is None:
+        return oracle_setup(**oracle, n=config.n, seed=config.seed)
+    return run_setup(config.run_dir, weights=config.weights, n=config.n, seed=config.seed, with_oracle=config.oracle)
 
 
 def _points_rng(seed):
@@ -85,16 +158,17 @@ def run_setup(run_dir, *, weights="ema", n, seed, with_oracle=False):
         raise EvaluationError(f"cannot load run {run_dir!r}: {err}") from None
     problem = make_problem(config)
     params = state.ema if weights == "ema" else state.params
-    models = {"network": Model(model_fn(params, problem, config), config.target, stats,
+    models = {"network": Model(model_fn(params, problem, config), problem.target, stats,
                                likelihood.network_model(params, problem, config))}
     if with_oracle:
-        models["oracle"] = _oracle(_mixture_of_run(run_dir, config), problem.schedule, config.target)
+        models["oracle"] = _oracle(_mixture_of_run(run_dir, config), problem.schedule, problem.target)
     if config.data_file:
         x0 = run.load_training_data(config, run.generators(config.seed)[0])[1][:n]
     else:
         x0 = data.sample_dataset(config.dataset, n, _points_rng(seed))
     name = os.path.basename(config.data_file) if config.data_file else config.dataset
-    return Setup(models, problem.schedule, x0, name)
+    levels = None if config.data_file or stats is not None else data.DATASETS[config.dataset].levels
+    return Setup(models, problem.schedule, x0, name, levels)
 
 
 def _mixture_of_run(run_dir, config):
@@ -130,6 +204,21 @@ def likelihoods(setup, *, seed, variance="beta_tilde", t_sampling="exact", ode=T
     return bounds, flows
 
 
+def discrete_bounds(setup, *, seed, variance="beta_tilde", t_sampling="exact", progress=None):
+    """{label: elbo.Bound} with the discretised decoder (Ho et al. 2020, eq. 13) for discrete data, on the same
+    noise as `likelihoods` (so only L_0 differs for t_sampling 'exact'); {} for continuous data."""
+    if setup.levels is None:
+        return {}
+    calls = {"exact": setup.schedule.T, "importance": setup.schedule.T + 1, "uniform": 1}[t_sampling]
+    bounds = {}
+    for label, (model, target, stats, _) in setup.models.items():
+        with _bar(calls, f"discrete bound ({label})", progress) as bar:
+            bounds[label] = elbo(model, setup.schedule, setup.x0, target=target, rng=np.random.default_rng(seed),
+                                 variance=variance, t_sampling=t_sampling, stats=stats, progress=bar.update,
+                                 levels=setup.levels)
+    return bounds
+
+
 def _bar(length, label, progress):
     return open_bar(progress, length, label)
 
@@ -147,9 +236,10 @@ def _fraction_bar(bar):
 
 # --- the table --------------------------------------------------------------------------------------------------
 
-def table(bounds, flows, exact):
+def table(bounds, flows, exact, discrete=None):
     """The lines of the table, each model a column: the terms of the bound, the bound, the PF-ODE NLL, and the
-    gaps to the exact NLL (None: no exact density), each in nats per example and then in bits per dimension."""
+    gaps to the exact NLL (None: no exact density), each in nats per example and then in bits per dimension; for
+    discrete data (`discrete_bounds`) the bound on −log P(x_0) beside the continuous one moved onto the values."""
     labels, dim = list(bounds), bounds[next(iter(bounds))].dim
     rows = [("nats per example", labels),
             ("L_T   prior KL(q(x_T|x_0) || N(0,I))", [f"{bounds[k].prior:.4f}" for k in labels]),
@@ -168,9 +258,22 @@ def table(bounds, flows, exact):
                  ("gap: bound − exact", [_mean_se(bounds[k].per_example - exact) for k in labels])]
         if flows:
             rows.append(("gap: PF-ODE − exact", [_mean_se(flows[k].per_example - exact) for k in labels]))
+    if discrete:
+        rows += _discrete_rows(bounds, discrete, labels)
     return [f"{title:<{TITLE_WIDTH}}" + "".join(f"{v:>{COLUMN_WIDTH}}" for v in values) for title, values in rows]
 
 
 def _mean_se(values):
     """mean ± standard error over the points (for a gap: paired on the same points, so the data's spread cancels)."""
     return f"{values.mean():.4f} ± {values.std(ddof=1) / np.sqrt(len(values)):.4f}"
+
+
+def _discrete_rows(bounds, discrete, labels):
+    """The discrete bound's rows; the continuous bound converts to the values by adding D log(1/Δ) (discrete.py)."""
+    levels = discrete[labels[0]].levels
+    per_dim = np.log2((levels - 1) / 2.0)  # log₂(1/Δ), Δ = 2/(levels − 1)
+    return [(f"discrete data, {levels} levels", [""] * len(labels)),
+            ("L_0   discretised −log P(x_0|x_1)", [f"{discrete[k].decoder:.4f}" for k in labels]),
+            ("bound on −log P(x_0)", [_mean_se(discrete[k].per_example) for k in labels]),
+            ("  in bits/dim", [f"{discrete[k].bits_per_dim:.4f}" for k in labels]),
+            ("continuous bound + log2(1/Δ), bits/dim", [f"{bounds[k].bits_per_dim + per_dim:.4f}" for k in labels])]

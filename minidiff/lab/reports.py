@@ -1,11 +1,14 @@
-"""What `minidiff gradvar`, `landscape` and `sweep` write and print, from the results of studies.py and sweep.py.
+"""What `minidiff gradvar`, `landscape` and `sweep` write and print, from the results of applied.py and sweep.py;
+and the tables of `minidiff schedules` and `minidiff datasets`.
 
 A study's data go to OUT (.json, every number), its table to the CSV beside it (OUT with .csv), its main figure
 to PLOT and the others beside that (PLOT_cosine.png, PLOT_targets.png, …); a sweep's go to its folder. Each
 `write_*` returns the paths it wrote, in order, and each `*_table` the lines the command prints.
 """
+import math
 import os
 
+from minidiff import data, schedules
 from minidiff.lab import figures
 from minidiff.lab.diagnostics.applied import GRADVAR_COLUMNS, gradvar_rows, save_csv, save_json
 
@@ -30,7 +33,7 @@ def beside(plot, suffix):
 # --- gradient noise ----------------------------------------------------------------------------------------------
 
 def write_gradvar(records, out, plot, settings, targets=None):
-    """The records of `studies.gradvar_*` (and the `studies.target_study` of the same configurations) as data,
+    """The records of `applied.gradvar_*` (and the `applied.target_study` of the same configurations) as data,
     table and figures; `settings` are saved with them."""
     save_json(out, dict(settings=settings, records=records, **({} if targets is None else {"targets": targets})))
     save_csv(csv_path(out), gradvar_rows(records), GRADVAR_COLUMNS)
@@ -55,6 +58,9 @@ def _gradvar_figures(records, targets, plot):
     if any(r["weights"] == "raw" for r in measured):
         written.append(beside(plot, "along"))
         figures.save(figures.gradvar_along_figure(measured), written[-1])
+    if any("uncertainty" in r for r in last):
+        written.append(beside(plot, "uncertainty"))
+        figures.save(figures.uncertainty_figure([r for r in last if "uncertainty" in r]), written[-1])
     return written
 
 
@@ -76,7 +82,7 @@ def gradvar_table(records):
 # --- loss landscapes ----------------------------------------------------------------------------------------------
 
 def landscape_rows(results):
-    """The CSV rows: each result of `studies.landscape_of_run`, with its first PCA ratios as columns."""
+    """The CSV rows: each result of `applied.landscape_of_run`, with its first PCA ratios as columns."""
     return [dict(r, **({f"pca_ratio_{k + 1}": r["pca"]["ratios"][k] for k in range(PCA_SHOWN)} if "pca" in r else {}))
             for r in results]
 
@@ -129,3 +135,38 @@ def sweep_table(rows):
                      f"{r['status']:<9}{number('steps_to_bar', 'd'):>7}{number('energy_distance', '.4g'):>10}"
                      f"{number('elbo_bits_per_dim', '.4g'):>10}")
     return lines
+
+
+# --- the schedules and the datasets ---------------------------------------------------------------------------------
+
+def schedules_table(T, shift=1.0):
+    """Every schedule at T steps, without and with zero terminal SNR: ᾱ at both ends, SNR and log-SNR range, the
+    prior term; a schedule that is not defined at T says why. shift ≠ 1 moves every schedule in log-SNR by
+    −2 log shift (SD3's time shift, Esser et al. 2024, eqs. 23–24)."""
+    header = f"{'schedule':<16}{'zero-SNR':>9}{'ᾱ_0':>12}{'ᾱ_T-1':>12}{'SNR_0':>11}{'SNR_T-1':>11}" \
+             f"{'λ_0':>9}{'λ_T-1':>9}{'prior KL':>11}"
+    lines = [header, "-" * len(header)]
+    for name in schedules.SCHEDULES:
+        for zero in (False, True):
+            lines.append(_schedule_row(name, T, zero, shift))
+    lines.append(f"prior KL: KL(q(x_T|x_0) || N(0, I)) in nats per dimension for unit-variance data; above "
+                 f"{schedules.PRIOR_KL_WARN:g} it is not negligible.")
+    if shift != 1:
+        lines.append(f"every schedule shifted in log-SNR by -2 log {shift:g} = {-2 * math.log(shift):.4f}")
+    return lines
+
+
+def _schedule_row(name, T, zero, shift=1.0):
+    try:
+        s = schedules.make_schedule(name, T, zero_terminal_snr=zero, shift=shift, warn=False)
+    except schedules.ScheduleError as err:
+        return f"{name:<16}{'yes' if zero else 'no':>9}  not defined: {err}"
+    return (f"{name:<16}{'yes' if zero else 'no':>9}{s.alpha_bar[0]:>12.6g}{s.alpha_bar[-1]:>12.4g}"
+            f"{s.snr[0]:>11.4g}{s.snr[-1]:>11.3g}{s.log_snr[0]:>9.3f}{s.log_snr[-1]:>9.3f}{s.prior_kl:>11.3g}")
+
+
+def datasets_table():
+    """Every toy dataset with its description, those with an exact density marked."""
+    lines = [f"{name:<14}{'exact ' if dataset.mixture is not None else '      '}{dataset.description}"
+             for name, dataset in data.DATASETS.items()]
+    return lines + ["exact: a Gaussian mixture whose density, score and optimal denoiser are known in closed form"]

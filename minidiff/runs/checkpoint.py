@@ -28,9 +28,11 @@ import zipfile
 
 import numpy as np
 
+from minidiff.errors import UsageError
 from minidiff.runs.files import atomic_write
 
 CONFIG_FILE, CHECKPOINT_FILE, LOG_FILE = "config.json", "checkpoint.npz", "loss_log.csv"
+SNAPSHOT_FILE = "snapshots.npz"  # the parameters along the run, when they are kept (lab/diagnostics/trajectory.py)
 FORMAT_NAME = "minidiff checkpoint"
 FORMAT_VERSION = 2  # 1: the first layout, without format name, checksum or config (refused)
 RESERVED = ("format", "format_version", "checksum")
@@ -38,7 +40,7 @@ ZIP_MAGIC = b"PK\x03\x04"  # a zip archive starts with a local file header (PKWA
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry (MS-DOS date, APPNOTE.TXT §4.4.6)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """A checkpoint or run folder that cannot be used, with the reason."""
 
 

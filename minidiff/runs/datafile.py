@@ -14,13 +14,15 @@ import os
 
 import numpy as np
 
+from minidiff.errors import UsageError
+
 DATA_EXTENSIONS = (".npy", ".csv")
 MIN_ROWS = 2  # a spread (and standardize's std) needs at least two points
 MAX_VALUES = 2 ** 25  # 33.5 M numbers = 256 MiB as float64: far above any toy set, below a laptop's memory
 MAX_FILE_BYTES = 2 ** 29  # 512 MiB on disk, checked before anything is read (CSV spends ~16 bytes a number)
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """A data file that cannot be used: the message names the file, what is wrong and what is allowed."""
 
 

@@ -4,6 +4,8 @@ Every file minidiff writes — checkpoints, logs, samples, figures, the study �
 go to a temporary name in the same folder, are flushed to disk, and the temporary file is renamed over the old one
 (a rename within one file system is atomic on POSIX), then the folder itself is flushed so that the rename survives
 a power cut. A process killed in the middle leaves at most a hidden temporary file, which `remove_temporaries` clears.
+
+Before any work, `check_output_file` refuses (a UsageError) an output file that could not be written at the end.
 """
 import contextlib
 import json
@@ -11,7 +13,11 @@ import os
 import shutil
 import tempfile
 
+from minidiff.errors import UsageError
+
 TEMPORARY_PREFIX = ".tmp-"
+FIGURE_EXTENSIONS = (".png", ".svg")  # the figure files minidiff writes (lab/figures: save)
+OUTPUT_FILE = "output file"  # what a refused output file's message names
 FILE_MODE = 0o666  # what open() would give a new file, before the umask
 _UMASK = os.umask(0o022)  # read the process's umask (os.umask sets a new one and returns the old) …
 os.umask(_UMASK)  # … and put it back
@@ -59,7 +65,19 @@ def save_json(path, obj):
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
-class FolderBusy(ValueError):
+def check_output_file(path, extensions):
+    """A UsageError, before any work, for an output file whose folder is missing or whose type is unknown."""
+    if not path.lower().endswith(extensions):
+        raise UsageError(f"{path!r} must end in {' or '.join(extensions)}", option=OUTPUT_FILE)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"folder {folder!r} does not exist", option=OUTPUT_FILE)
+    if os.path.isdir(path) or not os.access(folder, os.W_OK):
+        raise UsageError(f"{path!r} cannot be written (a folder, or in a folder without write permission)",
+                         option=OUTPUT_FILE)
+
+
+class FolderBusy(UsageError):
     """Another process holds the folder: a second writer is refused before it writes anything."""
 
 

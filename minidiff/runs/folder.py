@@ -21,15 +21,17 @@ import os
 import numpy as np
 
 from minidiff.runs import checkpoint as ckpt, files
-from minidiff import nn
+from minidiff import nn, objective
 from minidiff.accel.backend import to_device, to_numpy
 from minidiff.runs.checkpoint import CheckpointError, FORMAT_VERSION
 from minidiff.runs.log import LOSS_BUCKETS, LossGuard
-from minidiff.timesteps import HISTORY, make_timestep_sampler
+from minidiff.timesteps import HISTORY
 from minidiff.train import TrainConfig, TrainState, validate
 
 RESUMABLE = ("steps", "on_divergence", "explosion_factor", "max_skips")  # the options --resume may change
-ADDED_OPTIONS = {"randomness": "numpy", "data_sha256": None}  # options newer than some checkpoints: what those runs did
+WEIGHTS = ("ema", "raw")  # the params of a checkpoint a model is made of: the EMA of the weights, or the weights
+ADDED_OPTIONS = {"randomness": "numpy", "data_sha256": None, "snr_shift": 1.0, "sigma_data": 0.5}  # options newer
+# than some checkpoints: what those runs did
 
 
 # --- config.json ----------------------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ def _state(path, tree, config, network):
     adam = {"step": int(tree["adam"]["step"]), **{f"{m}.{k}": tree["adam"][f"{m}.{k}"] for k in names for m in "mv"}}
     return TrainState(step=int(tree["step"]), params={k: tree["params"][k] for k in names},
                       ema={k: tree["ema"][k] for k in names}, adam=adam, rng=_generator(path, str(tree["rng"])),
-                      timesteps=make_timestep_sampler(config.t_sampling, config.T, tree.get("timesteps")))
+                      timesteps=objective.timestep_sampler(config, tree.get("timesteps")))
 
 
 def _generator(path, text):

@@ -27,16 +27,15 @@ import threading
 import numpy as np
 
 from minidiff.runs import checkpoint as ckpt, files
-from minidiff import data, metrics, nn, optim
+from minidiff import data, metrics, nn, objective, optim
 from minidiff.runs import datafile
 from minidiff.accel.backend import to_device
 from minidiff.runs.folder import load_checkpoint, on_device, save_checkpoint, save_config
-# Names of run too: run.load_run, used across the package, and run.load_config and run.RESUMABLE, used by cli.py.
-from minidiff.runs.folder import RESUMABLE, load_config, load_run  # noqa: F401
+# A name of run too: run.load_run, used across the package.
+from minidiff.runs.folder import load_run  # noqa: F401
 from minidiff.runs.log import LossGuard, LossLog
 from minidiff.runs.progress import open_bar, silent
 from minidiff.sample import sample
-from minidiff.timesteps import make_timestep_sampler
 from minidiff.train import DTYPES, DivergenceError, TrainState, make_problem, model_fn, train_step
 
 QUALITY_SAMPLES = 2000  # samples drawn at the end of a run and compared with as many held-out points
@@ -92,7 +91,7 @@ def initial_state(config, data_dim, init_rng, train_rng):
     params = nn.init(init_rng, config.network(data_dim), dtype=DTYPES[config.dtype])
     return TrainState(step=0, params=params, ema={k: v.copy() for k, v in params.items()},
                       adam=optim.adam_init(params), rng=train_rng,
-                      timesteps=make_timestep_sampler(config.t_sampling, config.T))
+                      timesteps=objective.timestep_sampler(config))
 
 
 # --- the loop -------------------------------------------------------------------------------------------------
@@ -289,7 +288,9 @@ def finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo,
     floor, floor_err = metrics.energy_floor(_data_source(config), len(x_held), eval_rng)
     result = RunResult(out_dir, state.step, loss, distance, floor, floor_err, skipped)
     if plot is not None:
-        plot(x, x_held, f"{config.dataset}: {config.target}, {config.schedule}", os.path.join(out_dir, SAMPLES_PLOT))
+        image_shape = None if config.data_file else data.DATASETS[config.dataset].image_shape
+        plot(x, x_held, f"{config.dataset}: {config.target}, {config.schedule}", os.path.join(out_dir, SAMPLES_PLOT),
+             image_shape=image_shape)
     quality = {k: v for k, v in dataclasses.asdict(result).items() if k != "out_dir"}  # a folder may move
     files.save_json(os.path.join(out_dir, QUALITY_FILE), quality)  # last: it marks the run as finished
     echo(f"energy distance of {len(x)} samples to held-out data: {distance:.5f} "

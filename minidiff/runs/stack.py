@@ -36,7 +36,8 @@ from minidiff.accel.backend import to_numpy
 from minidiff.train import DivergenceError, TrainConfig
 
 WRITERS = 8  # threads that write the runs' checkpoints at once: each write waits for its disk (fsync), not the CPU
-SHARED = ("hidden", "depth", "time_dim", "fourier_features", "batch_size", "dtype", "randomness")  # one per stack
+SHARED = ("hidden", "depth", "time_dim", "fourier_features", "learns_uncertainty", "batch_size", "dtype",
+          "randomness")  # one per stack
 
 
 @dataclasses.dataclass(eq=False)

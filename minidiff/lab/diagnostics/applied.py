@@ -15,7 +15,8 @@ from minidiff.runs import checkpoint, files, loop as run
 from minidiff.runs.progress import open_bar
 from minidiff import data, nn
 from minidiff.schedules import make_schedule
-from minidiff.train import ConfigError, TrainConfig, make_problem, validate
+from minidiff.targets import implied_weighting
+from minidiff.train import ConfigError, TrainConfig, learned_uncertainty, make_problem, validate
 from minidiff.lab.diagnostics import gradvar, landscape, target_stats, trajectory
 
 DIAGNOSTIC_DTYPE = "float64"
@@ -112,6 +113,11 @@ def gradvar_of_runs(run_dirs, weightings=(None,), *, n, n_buckets=10, by="t", se
             config, problem, params, x_data = run_setup(run_dir, weights, weighting, params)
             examples = gradvar.draw_examples(x_data, n, config.T, np.random.default_rng(seed))
             result = gradvar.measure(params, problem, *examples, n_buckets=n_buckets, by=by)
+            if problem.learned:  # EDM2's learned u(λ) and the weighting it implies (Karras et al. 2024, eq. 16)
+                u = learned_uncertainty(params, problem)
+                with np.errstate(all="ignore"):
+                    lam, w = implied_weighting("learned", problem.target, problem.schedule, uncertainty=u)
+                result["uncertainty"] = dict(log_snr=lam, u=u, w=w)
             records.append(_record(config, run_dir, step, label, result))
     return records
 

@@ -81,7 +81,7 @@ class Checks:
 
     def energy(self, params):
         model = model_fn(params, self.problem, self.config)
-        x = sample(model, self.config.target, self.problem.schedule, (self.sweep.quality_n, self.x_held.shape[1]),
+        x = sample(model, self.problem.target, self.problem.schedule, (self.sweep.quality_n, self.x_held.shape[1]),
                    self.rng, sampler="ddpm", steps=min(self.sweep.quality_steps, self.config.T))
         if self.stats is not None:
             x = datafile.unstandardize(x, self.stats)
@@ -94,7 +94,7 @@ class Checks:
         """{elbo_nats, elbo_bits_per_dim, elbo_stderr_nats} of the EMA model on quality_n held-out points."""
         model = model_fn(params, self.problem, self.config)
         with np.errstate(all="ignore"):
-            result = elbo(model, self.problem.schedule, self.x_held[:self.sweep.quality_n], target=self.config.target,
+            result = elbo(model, self.problem.schedule, self.x_held[:self.sweep.quality_n], target=self.problem.target,
                           rng=self.rng, stats=self.stats)
         return dict(elbo_nats=result.nats, elbo_bits_per_dim=result.bits_per_dim, elbo_stderr_nats=result.stderr_nats)
 

@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import uuid
 
+from minidiff.errors import UsageError
 from minidiff.runs import files
 from minidiff.runs.progress import Batched
 from minidiff.lab.diagnostics.cell import cell_name, finished, record, run_task
@@ -27,7 +28,7 @@ REPORT_EVERY = 0.5  # seconds between a worker's progress reports
 CONNECT_TIMEOUT = "10s"  # how long the client tries to reach the scheduler
 
 
-class ClusterError(RuntimeError):
+class ClusterError(UsageError):
     """The Dask engine cannot run: Dask is not installed, or the scheduler cannot be reached (one line)."""
 
 

@@ -21,14 +21,18 @@ Progress: one bar over all cells' steps, with the count of cells that diverged s
 
 Results: OUT/sweep.csv (one row per cell) and OUT/sweep.json (the settings, the rows and each cell's checks).
 """
+import ctypes
 import dataclasses
 import multiprocessing
 import os
 import queue
+import signal
+import sys
 
 import numpy as np
 
 from minidiff.accel import backend
+from minidiff.errors import UsageError
 from minidiff import data, metrics
 from minidiff.runs import checkpoint as ckpt, datafile, files
 from minidiff.runs.progress import Batched, open_bar
@@ -37,12 +41,14 @@ from minidiff.train import TrainConfig
 from minidiff.lab.diagnostics.applied import save_csv, save_json, to_plain
 from minidiff.lab.diagnostics.cell import (BLOWUP_FACTOR, EVAL_STREAM, BlowUp, Cell, Checks, Task,  # noqa: F401
                                            cell_name, finished, run_task)
+from minidiff.targets import TARGETS
 
 BAR_OVER_FLOOR = 3.0       # the default quality bar: energy distance ≤ 3 × the data-vs-data floor
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ENGINES = ("stacked", "processes", "dask")
 SETTINGS_FILE = "settings.json"
 REPORT_EVERY = 0.2         # seconds between a worker's progress reports
+PR_SET_PDEATHSIG = 1       # prctl(2): the signal a process gets when its parent dies (<linux/prctl.h>)
 COLUMNS = ("index", "lr", "target", "schedule", "weighting", "seed", "status", "diverged", "diverged_at_step",
            "last_good_step",
            "steps_to_bar", "final_loss", "final_eval_loss", "energy_distance", "energy_floor", "energy_floor_stderr",
@@ -53,7 +59,7 @@ COLUMNS = ("index", "lr", "target", "schedule", "weighting", "seed", "status", "
 class SweepConfig:
     """The grid and the checks. `base` holds the TrainConfig options shared by every cell."""
     lrs: tuple = (1e-3, 1e-2)
-    targets: tuple = ("eps", "x0", "v", "score", "mu")
+    targets: tuple = TARGETS
     schedules: tuple = ("cosine",)
     weightings: tuple = ("uniform",)
     seeds: tuple = (0,)
@@ -105,7 +111,7 @@ def run_sweep(sweep, out_dir, workers=1, progress=None, engine="stacked", resume
     """Run every cell with `engine` (ENGINES; in `workers` processes, or on the Dask cluster at `scheduler`), write
     OUT/sweep.csv and OUT/sweep.json; return the rows."""
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+        raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
     _settings(sweep, out_dir, resume)
     floor, floor_err = floor_for(sweep)
     bar = sweep.quality_bar if sweep.quality_bar is not None else BAR_OVER_FLOOR * floor
@@ -138,14 +144,20 @@ def run_sweep(sweep, out_dir, workers=1, progress=None, engine="stacked", resume
 def _settings(sweep, out_dir, resume):
     """Write OUT/settings.json, or with resume check that the sweep there was started with these settings."""
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
+    if resume:
+        check_resumable(sweep, out_dir)
+    files.save_json(os.path.join(out_dir, SETTINGS_FILE), to_plain(dataclasses.asdict(sweep)))
+
+
+def check_resumable(sweep, out_dir):
+    """A UsageError unless the sweep in out_dir (if any) was started with these settings."""
     path, settings = os.path.join(out_dir, SETTINGS_FILE), to_plain(dataclasses.asdict(sweep))
-    if resume and os.path.exists(path):
+    if os.path.exists(path):
         saved = ckpt.load_json(path)
         if saved != settings:
             differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
-            raise ValueError(f"the sweep in {out_dir} was started with other settings ({', '.join(differ)} differ); "
+            raise UsageError(f"the sweep in {out_dir} was started with other settings ({', '.join(differ)} differ); "
                              f"give the same options to resume it")
-    files.save_json(path, settings)
 
 
 class _Tally:
@@ -171,11 +183,10 @@ def _run_local(work, workers, tally):
     """The tasks on this machine: in this process (one worker), or in a pool of processes."""
     if workers <= 1 or len(work) <= 1:
         return [row for task in work for row in run_task(task, tally)]
-    manager = multiprocessing.get_context("spawn").Manager()
-    reports = manager.Queue()
-    pool = _spawn_pool(min(workers, len(work)))
+    reports = multiprocessing.get_context("spawn").Queue()
+    pool = _spawn_pool(min(workers, len(work)), reports)
     try:
-        pending = [pool.apply_async(_reporting, (task, reports)) for task in work]
+        pending = [pool.apply_async(_reporting, (task,)) for task in work]
         while not all(job.ready() for job in pending):
             _drain(reports, tally, timeout=REPORT_EVERY)
         _drain(reports, tally, timeout=0)
@@ -183,12 +194,23 @@ def _run_local(work, workers, tally):
     finally:
         pool.close()
         pool.join()
-        manager.shutdown()
 
 
-def _reporting(task, reports):
-    """run_task in a worker, its progress sent to the parent through the queue `reports`."""
-    report = Batched(lambda steps, diverged: reports.put((steps, diverged)), REPORT_EVERY)
+_reports = None  # in a worker: the queue its progress goes to (`_start_worker`)
+
+
+def _start_worker(reports):
+    """A pool worker's start: keep the progress queue, and die with the parent — a sweep killed with SIGKILL
+    takes its workers with it, so that nothing writes into its folder after it (Linux: PR_SET_PDEATHSIG)."""
+    global _reports
+    _reports = reports
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _reporting(task):
+    """run_task in a worker, its progress sent to the parent through the queue."""
+    report = Batched(lambda steps, diverged: _reports.put((steps, diverged)), REPORT_EVERY)
     try:
         return run_task(task, report)
     finally:
@@ -206,14 +228,14 @@ def _drain(reports, tally, timeout):
         pass
 
 
-def _spawn_pool(workers):
+def _spawn_pool(workers, reports):
     """A pool of `spawn`ed workers that start with one BLAS thread each (the variables are read at import), on the
     device of this process (backend.DEVICE_VARIABLE, read by each worker's first backend.get_xp())."""
     variables = {**{name: "1" for name in BLAS_THREAD_VARIABLES}, backend.DEVICE_VARIABLE: backend.device()}
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:
-        return multiprocessing.get_context("spawn").Pool(workers)
+        return multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(reports,))
     finally:
         for name, value in saved.items():
             if value is None:

@@ -22,7 +22,7 @@ from minidiff.runs import checkpoint, loop as run
 from minidiff.runs.progress import silent
 from minidiff.lab.figures.basic import save_samples
 
-SNAPSHOT_FILE = "snapshots.npz"
+SNAPSHOT_FILE = checkpoint.SNAPSHOT_FILE
 
 
 def flatten(params):

@@ -3,6 +3,7 @@ import numpy as np
 
 from minidiff.schedules import SCHEDULES, ScheduleError, make_schedule
 from minidiff.lab.figures.style import new_figure, save
+from minidiff.lab.figures.images import image_samples_figure, pairs_figure
 
 
 def schedules_figure(T=1000, names=None, zero_terminal_snr=(False, True)):
@@ -35,8 +36,13 @@ def _scatter(ax, x, **style):
         ax.scatter(x[:, 0], x[:, 1], s=style.pop("s", 2), lw=0, **style)
 
 
-def samples_figure(samples, data, title=""):
-    """Held-out data and model samples side by side, on the same axes limits."""
+def samples_figure(samples, data, title="", image_shape=None):
+    """Held-out data and model samples side by side, on the same axes limits: for image data (image_shape =
+    (height, width)) two grids of images, for other data in more than two dimensions pairwise projections."""
+    if image_shape is not None:
+        return image_samples_figure(samples, data, image_shape, title)
+    if data.shape[1] > 2:
+        return pairs_figure(samples, data, title)
     fig, axes = new_figure(2, width=3.4, height=3.2)
     lo, hi = np.percentile(np.concatenate([data, samples]), [0.5, 99.5], axis=0)
     pad = 0.1 * (hi - lo)
@@ -52,9 +58,9 @@ def samples_figure(samples, data, title=""):
     return fig
 
 
-def save_samples(samples, data, title, path):
+def save_samples(samples, data, title, path, image_shape=None):
     """`samples_figure` written to path: what a finished run draws into its samples.png (`runs.loop.train`'s plot)."""
-    save(samples_figure(samples, data, title=title), path)
+    save(samples_figure(samples, data, title=title, image_shape=image_shape), path)
 
 
 def datasets_figure(n=2000, seed=0):
@@ -66,7 +72,12 @@ def datasets_figure(n=2000, seed=0):
     for ax in axes.flat[len(names):]:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
-        _scatter(ax, sample_dataset(name, n, np.random.default_rng(seed)), c="C0")
+        x, shape = sample_dataset(name, n, np.random.default_rng(seed)), DATASETS[name].image_shape
+        if shape is None:
+            _scatter(ax, x, c="C0")
+        else:  # an image dataset: one of its images
+            ax.imshow(x[0].reshape(shape), cmap="gray", vmin=-1, vmax=1, interpolation="nearest")
+            ax.axis("off")
         ax.set_title(name)
     fig.tight_layout()
     return fig

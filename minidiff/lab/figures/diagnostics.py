@@ -39,6 +39,26 @@ def gradvar_figure(records, stat="trace_cov"):
     return fig
 
 
+def uncertainty_figure(records):
+    """EDM2's learned uncertainty of each run (Karras et al. 2024, eq. 16): u(λ), and the weighting w(λ) of
+    Kingma & Gao 2023 that its e^(−u) gives the run's target, against log-SNR."""
+    fig, axes = new_figure(2, width=3.6, height=2.8)
+    for k, r in enumerate(records):
+        curve = r["uncertainty"]
+        lam = np.asarray(curve["log_snr"], dtype=float)
+        label = f"{r['target']}, {r['schedule']} (step {r['step']})"
+        axes[0, 0].plot(lam, np.asarray(curve["u"], dtype=float), color=f"C{k}", lw=1.2, label=label)
+        w = np.asarray(curve["w"], dtype=float)
+        axes[0, 1].semilogy(lam, np.where(w > 0, w, np.nan), color=f"C{k}", lw=1.2, label=label)
+    for ax, title in zip(axes[0], ["learned u(λ) (optimum: log E[L | λ])", "implied w(λ) with e^(−u)"]):
+        ax.set_title(title, fontsize=8)
+        ax.set_xlabel("log-SNR λ")
+        ax.invert_xaxis()
+    axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def gradvar_along_figure(records):
     """tr Σ, |G|² and B_simple of the whole loss against the training step, one line per run and weighting."""
     fig, axes = new_figure(3, width=3.4, height=2.8)

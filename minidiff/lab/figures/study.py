@@ -3,8 +3,9 @@ import numpy as np
 
 from minidiff.lab.figures.style import new_figure
 from minidiff.lab.figures.basic import _scatter
+from minidiff.targets import TARGETS
 
-TARGET_ORDER = ("eps", "x0", "v", "score", "mu")
+TARGET_ORDER = TARGETS  # all seven, in the order of targets.TARGETS
 FORWARD_LIMIT = 4.5  # axes of the forward-process panels: the data's ±3 and the noise's ±4.5
 MARGIN = 0.5  # space around the held-out data in the samples grid
 SHOWN_NLL = 1e3  # nats: larger (diverged) NLLs are left out of the NLL bars
@@ -25,27 +26,37 @@ def forward_figure(data):
     return fig
 
 
+def _weighting_row(key):
+    """('schedule, sampler', weighting) of a panel key 'schedule, weighting' or 'schedule, weighting, sampler'."""
+    schedule, weighting, *sampler = key.split(", ")
+    return f"{schedule}, t {sampler[0] if sampler else 'uniform'}", weighting
+
+
 def weighting_figure(data):
-    """w(λ) (Kingma & Gao 2023) implied by each target under each weighting: one panel per (schedule, weighting)."""
+    """w(λ) (Kingma & Gao 2023) implied by each target under each weighting and time sampler: one panel per
+    (schedule, weighting[, sampler]), weightings across, (schedule, sampler) down."""
     panels = data["panels"]
-    keys = list(panels)
-    schedules = list(dict.fromkeys(k.split(", ")[0] for k in keys))
-    weightings = list(dict.fromkeys(k.split(", ")[1] for k in keys))
-    fig, axes = new_figure(len(weightings), nrows=len(schedules), width=2.6, height=2.4)
+    rows = list(dict.fromkeys(_weighting_row(k)[0] for k in panels))
+    weightings = list(dict.fromkeys(_weighting_row(k)[1] for k in panels))
+    fig, axes = new_figure(len(weightings), nrows=len(rows), width=2.6, height=2.4)
+    for ax in axes.flat:
+        ax.axis("off")
     for key, curves in panels.items():
-        schedule, weighting = key.split(", ")
-        ax = axes[schedules.index(schedule), weightings.index(weighting)]
-        for k, target in enumerate(TARGET_ORDER):
+        row, weighting = _weighting_row(key)
+        ax = axes[rows.index(row), weightings.index(weighting)]
+        ax.axis("on")
+        for k, target in enumerate(t for t in TARGET_ORDER if t in curves):
             lam, w = (np.asarray(curves[target][f], dtype=float) for f in ("log_snr", "w"))
             ax.semilogy(lam, np.where(w > 0, w, np.nan), color=f"C{k}", lw=1.2, label=target)
         ax.axhline(1.0, color="0.5", ls=":", lw=0.8)
-        ax.set_title(key, fontsize=8)
+        ax.set_title(f"{row}, {weighting}", fontsize=7)
         ax.set_xlabel("log-SNR λ")
         ax.invert_xaxis()
     axes[0, 0].set_ylabel("w(λ) (ELBO: w = 1)")
     axes[0, 0].legend(fontsize=6)
-    fig.suptitle("The weighting each (target, weighting) pair puts on log-SNR (noise grows to the right)")
-    fig.tight_layout()
+    fig.suptitle("The weighting each (target, weighting, time sampler) triple puts on log-SNR (noise grows to the "
+                 "right)")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (2.4 * len(rows))))  # room for the title above the first row
     return fig
 
 

@@ -6,7 +6,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from minidiff.runs.files import atomic_write  # noqa: E402
+from minidiff.runs.files import FIGURE_EXTENSIONS, atomic_write  # noqa: E402
 
 
 STYLE = {"figure.dpi": 100, "savefig.dpi": 120, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
@@ -27,7 +27,7 @@ def save(fig, path):
     temporary file (files.TEMPORARY_PREFIX), which the next run in that folder removes.
     """
     ext = os.path.splitext(path)[1].lower()
-    if ext not in (".png", ".svg"):
+    if ext not in FIGURE_EXTENSIONS:
         raise ValueError(f"figure file must end in .png or .svg, got {path!r}")
     metadata = {"Software": None} if ext == ".png" else {"Date": None, "Creator": None}
     try:

@@ -71,11 +71,13 @@ def _entries():
         "stability": Entry("divergence over learning rate × target", e.stability, e.draw_stability),
         "nll": Entry("model NLL against the oracle's exact NLL on gmm2d", e.nll, e.draw_nll),
         "zero_snr": Entry("terminal SNR and sample quality", e.zero_snr, e.draw_zero_snr),
+        "brightness": Entry("terminal SNR and the brightness of images (the exact denoiser)", e.brightness,
+                            e.draw_brightness),
     }
 
 
 FIGURE_NAMES = ("schedules", "forward", "target_scale", "weighting", "elbo_terms", "training", "samples", "gradvar",
-                "gradvar_along", "landscape", "trajectory", "stability", "nll", "zero_snr")
+                "gradvar_along", "landscape", "trajectory", "stability", "nll", "zero_snr", "brightness")
 
 
 class Context:

@@ -11,7 +11,9 @@ import warnings
 
 import numpy as np
 
-from minidiff import data as datasets
+from minidiff import data as datasets, images
+from minidiff.mixture import oracle
+from minidiff.sample import sample
 from minidiff.lab import figures
 from minidiff.lab.diagnostics import applied
 from minidiff.lab.diagnostics.sweep import BAR_OVER_FLOOR, SweepConfig, run_sweep
@@ -26,6 +28,8 @@ ROUND = 5  # decimals kept for points stored in JSON (samples, the forward proce
 FLOOR_TIMES = 25  # timesteps at which the oracle's loss floor is estimated (Monte Carlo over x_t)
 WEIGHTING_POINTS = 200  # timesteps kept per w(λ) curve, log-spaced in t so that the clean end is dense
 SWEEP_BATCH, SWEEP_DEPTH, SWEEP_QUALITY_N = 128, 2, 500  # the sweep's smaller runs: 64-wide (FULL), 2 hidden layers
+BRIGHTNESS_DATASETS = ("brightness", "brightness32")  # 8×8 images and the same at 32×32
+BRIGHTNESS_SCHEDULE, BRIGHTNESS_STEPS = "scaled_linear", 100  # Stable Diffusion's schedule leaks: √ᾱ_{T−1} = 0.068
 
 
 def _quiet_schedule(name, T=T, **options):
@@ -84,18 +88,26 @@ def draw_target_scale(data):
     return figures.target_scale_figure(data["scales"], floors)
 
 
+# (schedule, time sampler) rows of the weighting figure: t uniform on three schedules, then SD3's samplers on the
+# rectified flow and EDM's log-normal on cosine (Esser et al. 2024, §3.1; Karras et al. 2022, Table 1)
+WEIGHTING_ROWS = (("cosine", "uniform"), ("linear", "uniform"), ("rectified_flow", "uniform"),
+                  ("rectified_flow", "logit-normal"), ("rectified_flow", "mode"), ("rectified_flow", "cosmap"),
+                  ("cosine", "log-normal"))
+
+
 def weighting(context):
+    """w(λ) of every (target, weighting, time sampler) triple; panels 'schedule, weighting[, sampler]'."""
     panels = {}
-    for schedule in ("cosine", "linear"):
+    for schedule, sampler in WEIGHTING_ROWS:
         s = _quiet_schedule(schedule)
         keep = np.unique(np.geomspace(1, T, WEIGHTING_POINTS).astype(int) - 1)  # dense where λ changes fast
-        for name in WEIGHTINGS:
+        for name in (w for w in WEIGHTINGS if w != "learned"):  # learned: w(λ) is a trained run's (gradvar RUN)
             curves = {}
             for target in TARGETS:
                 with np.errstate(all="ignore"):
-                    lam, w = implied_weighting(name, target, s)
+                    lam, w = implied_weighting(name, target, s, sampler)
                 curves[target] = dict(log_snr=lam[keep], w=w[keep])
-            panels[f"{schedule}, {name}"] = curves
+            panels[f"{schedule}, {name}" + ("" if sampler == "uniform" else f", {sampler}")] = curves
     return dict(T=T, panels=panels)
 
 
@@ -244,3 +256,32 @@ def zero_snr(context):
 
 def draw_zero_snr(data):
     return figures.zero_snr_figure(data)
+
+
+# --- what the terminal SNR does to images ---------------------------------------------------------------------------
+
+def brightness(context):
+    """The brightness of the exact denoiser's samples (v, DDPM and DDIM η = 0) on scaled_linear, with and without
+    zero terminal SNR, and the data's. leaked_snr = SNR_{T−1} · D · Var(b): the signal-to-noise ratio of the
+    brightness still in x_T (its direction 1/√D carries √D b)."""
+    n, rows = context.budget.quality_n, []
+    for name in BRIGHTNESS_DATASETS:
+        mixture, rng = datasets.get_mixture(name), np.random.default_rng(context.seed)
+        data = images.brightness(mixture.sample(n, rng))
+        runs = []
+        for zero in (False, True):
+            schedule = _quiet_schedule(BRIGHTNESS_SCHEDULE, zero_terminal_snr=zero)
+            for sampler in ("ddpm", "ddim"):
+                x = sample(oracle(mixture, schedule, "v"), "v", schedule, (n, mixture.dim), rng, sampler=sampler,
+                           steps=BRIGHTNESS_STEPS)
+                b = images.brightness(x)
+                runs.append(dict(sampler=sampler, zero_terminal_snr=zero, brightness=np.round(b, ROUND), std=b.std(),
+                                 beyond=np.mean(np.abs(b) > images.BRIGHTNESS_CENTRE)))
+        leaked = _quiet_schedule(BRIGHTNESS_SCHEDULE).snr[-1] * mixture.dim * data.var()
+        rows.append(dict(dataset=name, dim=mixture.dim, data=np.round(data, ROUND), std=data.std(), leaked_snr=leaked,
+                         beyond=np.mean(np.abs(data) > images.BRIGHTNESS_CENTRE), runs=runs))
+    return dict(schedule=BRIGHTNESS_SCHEDULE, T=T, steps=BRIGHTNESS_STEPS, target="v", n=n, rows=rows)
+
+
+def draw_brightness(data):
+    return figures.brightness_figure(data)

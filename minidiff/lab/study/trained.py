@@ -105,7 +105,7 @@ def quality(context, out):
             problem = make_problem(config)
         held = held_out(context, config.dataset)
         with np.errstate(all="ignore"):
-            x = sample(model_fn(state.ema, problem, config), config.target, problem.schedule, held.shape,
+            x = sample(model_fn(state.ema, problem, config), problem.target, problem.schedule, held.shape,
                        _rng(context, 2))
         if stats is not None:
             x = datasets.unstandardize(x, stats)
@@ -165,18 +165,19 @@ def trained_likelihoods(context):
     for target in TARGETS:
         config = run_config(context, LIKELIHOOD_DATASET, target)
         out = trained(context, f"{LIKELIHOOD_DATASET}-{target}", config)
-        _, _, stats, state = run.load_run(out)
+        config, _, stats, state = run.load_run(out)  # as trained: with its measured σ_d
         problem = make_problem(config)
+        spec = problem.target
         tol = context.budget.ode_tol
         row = dict(target=target)
         for label, model, flow_model in [("network", model_fn(state.ema, problem, config),
                                           network_model(state.ema, problem, config)),
-                                         ("oracle", *2 * [oracle(mixture, problem.schedule, target)])]:
+                                         ("oracle", *2 * [oracle(mixture, problem.schedule, spec)])]:
             with np.errstate(all="ignore"):
-                bounds = {v: _bound_record(elbo(model, problem.schedule, x0, target=target, rng=_rng(context, 6),
+                bounds = {v: _bound_record(elbo(model, problem.schedule, x0, target=spec, rng=_rng(context, 6),
                                                 variance=v, stats=stats if label == "network" else None), exact)
                           for v in VARIANCES}
-                flow = flow_nll(flow_model, problem.schedule, x0, target=target, rtol=tol, atol=tol,
+                flow = flow_nll(flow_model, problem.schedule, x0, target=spec, rtol=tol, atol=tol,
                                 stats=stats if label == "network" else None)
             row[label] = dict(bounds, flow=_flow_record(flow, exact))
         rows.append(row)
