@@ -206,7 +206,8 @@ def model_fn(params, problem, config):
 
     def model(x_t, t):
         t = np.broadcast_to(t, (len(x_t),))
-        time = time_inputs(problem.schedule, config.time_input, t)
+        shared = len(t) > 0 and bool(np.all(t == t[0]))  # a sampler's step: one time, embedded once for the batch
+        time = time_inputs(problem.schedule, config.time_input, t[:1] if shared else t)
         x_in = np.asarray(x_t, dtype=np.float64) * input_scale_at(problem, t)
         out = nn.apply(params, to_device(x_in.astype(problem.dtype)), to_device(time.astype(problem.dtype)))
         return np.asarray(to_numpy(out), dtype=np.float64)
