@@ -335,6 +335,19 @@ def markdown(result):
         lines.append(f"| {cell['dtype']} | {cell['batch']} | {flops / 1e9:.3f} | {rate('numpy_gemm')} | "
                      f"{rate('torch_gemm')} | {rate('minidiff')} | "
                      f"{t['numpy_gemm'][key] / t['minidiff'][key]:.0%} |")
+    lines += ["", "## Time outside the matrix products", "",
+              "Each step's time minus its own library's products timed alone (the 11 products above), in ms; ratio = "
+              "minidiff / PyTorch (goal ≤ 1 at every batch and dtype): the elementwise work, the Python and the "
+              "memory traffic around the products.", "",
+              "| dtype | batch | minidiff | PyTorch | ratio |", "|---|---:|---:|---:|---:|"]
+    for cell in run["step"]:
+        t = cell["times"]
+        outside = lambda step, products: (t[step][key] - t[products][key]) * 1e3  # noqa: E731
+        if "torch" in t:
+            mine, theirs = outside("minidiff", "numpy_gemm"), outside("torch", "torch_gemm")
+            lines.append(f"| {cell['dtype']} | {cell['batch']} | {mine:.2f} | {theirs:.2f} | **{mine / theirs:.2f}** |")
+        else:
+            lines.append(f"| {cell['dtype']} | {cell['batch']} | {outside('minidiff', 'numpy_gemm'):.2f} | – | – |")
     lines += ["", f"## Sampling {SAMPLE_POINTS} points (fp32, no gradient tracing)", "",
               "| threads | sampler | steps | wall s | CPU s | points × steps / s | 1,000 steps would take |",
               "|---:|---|---:|---:|---:|---:|---:|"]
