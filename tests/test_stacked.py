@@ -37,6 +37,28 @@ def mixed(dtype="float64"):
                         t_sampling="stratified")]
 
 
+def flow_and_edm(dtype="float64"):
+    """Four runs of the newer objectives: the flow target on the rectified flow with SD3's logit-normal times, EDM's
+    preconditioned target (its c_in x_t enters the stack's tables, 1 for the others) with EDM's log-normal times,
+    and v with the p2 weighting and SD3's mode sampler — and with `learned`, EDM2's uncertainty, a second stack."""
+    base = dict(BASE, dtype=dtype)
+    plain = [TrainConfig(**base, target="flow", schedule="rectified_flow", t_sampling="logit-normal", seed=7),
+             TrainConfig(**base, target="edm", t_sampling="log-normal", seed=8, lr=3e-3),
+             TrainConfig(**base, target="v", weighting="p2", t_sampling="mode", seed=9)]
+    learned = [TrainConfig(**base, target="eps", weighting="learned", seed=10),
+               TrainConfig(**base, target="edm", weighting="learned", seed=11, lr=3e-3)]
+    return plain, learned
+
+
+def test_stacks_of_the_flow_and_edm_objectives_and_a_learned_weighting_leave_the_folders_of_runs_alone(tmp_path):
+    for k, configs in enumerate(flow_and_edm()):
+        dirs = [tmp_path / f"stack{k}-{i}" for i in range(len(configs))]
+        stack.train_stack(configs, [str(d) for d in dirs])
+        for i, (config, folder) in enumerate(zip(configs, dirs)):
+            alone(config, tmp_path / f"alone{k}-{i}")
+            assert files_of(folder) == files_of(tmp_path / f"alone{k}-{i}"), (k, i)
+
+
 def files_of(folder):
     return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
 
