@@ -34,6 +34,8 @@ import dataclasses
 import numpy as np
 from autograd import make_vjp
 
+from minidiff.errors import RunError
+
 from minidiff.elbo import check_terminal_snr, log_scale, standardized
 from minidiff.schedules import between_steps, step_angles, timestep_at
 from minidiff.targets import canonical_target, to_x0_eps
@@ -132,7 +134,7 @@ def _initial_step(f, s0, y0, f0, rtol, atol, direction):
     return min(100 * h0, h1)
 
 
-class SolverError(RuntimeError):
+class SolverError(RunError):
     """The ODE solver could not reach the end: a non-finite right-hand side (a diverged model), or too many steps."""
 
 

@@ -84,3 +84,45 @@ def test_train_into_a_folder_another_process_writes_is_refused_and_deletes_nothi
     assert result.exit_code == 2 and "in use by another minidiff process" in result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert CliRunner().invoke(main, args + ["--force"]).exit_code == 0  # the holder is gone: --force works again
+
+
+def diverged_run(tmp_path):
+    """The issue's recipe for a run whose weights blow up: lr 100, no warmup, no clipping."""
+    from click.testing import CliRunner
+    from minidiff.cli import main
+    out = tmp_path / "r_div"
+    result = CliRunner().invoke(main, ["train", "--steps", "200", "--hidden", "16", "--T", "50", "--lr", "100",
+                                       "--warmup-steps", "0", "--grad-clip", "1e9", "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and "diverged" in result.output
+    return out
+
+
+def test_the_commands_on_a_diverged_run_end_in_one_line_and_write_nothing(tmp_path):
+    """elbo used to hang on this run; sample wrote its NaN samples with exit 0."""
+    from click.testing import CliRunner
+    from minidiff.cli import main
+    out = diverged_run(tmp_path)
+    samples = tmp_path / "x.npy"
+    result = CliRunner().invoke(main, ["sample", str(out), "--n", "50", "--steps", "10", "--out", str(samples),
+                                       "--quiet"])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output and not samples.exists()
+    result = CliRunner().invoke(main, ["elbo", str(out), "--n", "2", "--rtol", "1e-3", "--atol", "1e-3"])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output
+    assert str(out) in result.output or "cannot load run" in result.output  # the message names the run
+
+
+def test_a_full_disk_is_one_line_with_exit_1(tmp_path, monkeypatch):
+    """A full disk gave an OSError traceback; here every atomic write fails with ENOSPC, as on a full disk."""
+    import errno
+    from click.testing import CliRunner
+    from minidiff.cli import main
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(files, "atomic_write", full)
+    result = CliRunner().invoke(main, ["train", "--steps", "4", "--hidden", "8", "--depth", "1", "--T", "20",
+                                       "--batch-size", "8", "--log-every", "2", "--checkpoint-every", "4",
+                                       "--out", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, OSError)

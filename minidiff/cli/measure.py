@@ -53,8 +53,8 @@ def elbo(**options):
     config = evaluate.ElboConfig(**options)
     try:
         result = evaluate.evaluate(config, progress=progress_bar(quiet=False), echo=click.echo)
-    except RuntimeError as err:  # the ODE solver gave up (too many steps)
-        raise click.ClickException(str(err)) from None
+    except RuntimeError as err:  # the ODE solver gave up (a diverged model, too many steps): say whose
+        raise click.ClickException(f"{config.run_dir or 'the oracle'}: {err}") from None
     echo_lines(evaluate.table(result.bounds, result.flows, result.exact, result.discrete))
     if config.plot is not None:
         figures.save(figures.elbo_terms_figure(result.bounds, title=result.title), config.plot)

@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import NamedTuple
 
-from minidiff.errors import UsageError
+from minidiff.errors import UsageError, check_number
 from minidiff.runs import checkpoint, files, folder
 from minidiff.runs.progress import silent
 from minidiff.targets import TARGETS
@@ -110,8 +110,9 @@ def gradvar(config, progress=None):
     loadable_runs(config.runs)
     if not config.runs:
         applied.check_measurable(config.dataset, config.schedules, config.targets, config.weightings, T=config.T)
-        if config.buckets > config.T:
-            raise UsageError(f"at most T = {config.T} buckets", option="--buckets")
+    smallest_T = min([folder.load_config(r)[0].T for r in config.runs] or [config.T])
+    if config.buckets > smallest_T:
+        raise UsageError(f"at most T = {smallest_T} buckets", option="--buckets")
     measure = dict(n=config.n, n_buckets=config.buckets, by=config.by, seed=config.seed, progress=progress)
     scales = None
     if config.runs:
@@ -134,6 +135,7 @@ def landscape(config, progress=None):
     if config.points % 2 == 0:
         raise UsageError(f"{config.points} is even; give an odd number so that α = 0 is on the slice",
                          option="--points")
+    check_number(config.span, "--span")
     if not config.runs:
         raise UsageError("give at least one RUN folder")
     loadable_runs(config.runs)
