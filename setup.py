@@ -12,8 +12,9 @@ setup(
     package_data={"minidiff": ["datasets/digits.npz"], "minidiff.lab.study": ["template.md"]},
     install_requires=["numpy>=1.22", "autograd>=1.6", "matplotlib>=3.5", "click>=8.0"],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6"],
+        "test": ["pytest>=7", "hypothesis>=6", "dask[distributed]>=2023"],
         "gpu": ["cupy>=12"],
+        "cluster": ["dask[distributed]>=2023"],
     },
     entry_points={"console_scripts": ["minidiff=minidiff.cli:main"]},
 )

@@ -27,10 +27,11 @@ papers are cited by author, year and equation.
  11. optim       Adam, gradient clipping, learning-rate schedule, EMA
  12. train       the one loss of every target and weighting; a training step
      (objective: a run's schedule, target, weighting and t-sampler with their numbers)
+ 13. stacked     many runs as one computation: a leading run axis, each run bit for bit as alone
   Using a model
- 13. sample      ancestral DDPM, DDIM (and its inversion), the probability-flow ODE
- 14. likelihood  the probability-flow ODE's exact likelihood
- 15. metrics     energy distance against held-out data, with the data-vs-data floor
+ 14. sample      ancestral DDPM, DDIM (and its inversion), the probability-flow ODE
+ 15. likelihood  the probability-flow ODE's exact likelihood
+ 16. metrics     energy distance against held-out data, with the data-vs-data floor
 
 Then the rooms around the chapters; imports point one way, cli → lab → runs → chapters → accel → errors
 (tests/test_layout.py):
@@ -62,8 +63,8 @@ Glossary (one name per symbol, used everywhere):
 # The reading order of the chapters (a group joined by + is one chapter and its helpers); tests/test_layout.py
 # checks that each imports only those before it.
 CHAPTERS = ("named_schedules+spacing+schedules", "forward", "options+preconditioning", "timesteps", "weightings+targets",
-            "discrete+elbo", "lowrank+mixture", "images+data", "layers", "nn", "optim", "objective+train", "sample",
-            "likelihood", "metrics")
+            "discrete+elbo", "lowrank+mixture", "images+data", "layers", "nn", "optim", "objective+train", "stacked",
+            "sample", "likelihood", "metrics")
 
 from minidiff import forward, schedules, targets  # noqa: E402
 from minidiff.elbo import elbo  # noqa: E402  (the function; the module stays importable as minidiff.elbo)

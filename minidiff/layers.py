@@ -29,10 +29,26 @@ default 34-256-256-256-2 network, fp32; `python benchmarks/cpu.py` measures it a
 
 On the GPU each primitive's elementwise work is one fused kernel: the functions marked `@fusable` are replaced by the
 kernel that `minidiff/accel/fused.py` names for them. What is written here is the plain NumPy that runs on the CPU.
+
+Many runs at once (`minidiff/stacked.py`). Every operation also takes its arrays with a leading run axis — x (R, B, n),
+W (R, n, m), b (R, m) — and computes each run's slice exactly as it would compute that run alone: `x @ W` is one
+matrix product per slice (NumPy's matmul calls the same BLAS routine as `x.dot(W)` for each), and the sums run over
+the same axis in the same order. The fused GPU kernels take the plain two-dimensional case only; a stack of runs on
+the GPU takes the plain path.
 """
 from minidiff.accel.autodiff import primitive
 from minidiff.accel.backend import get_xp
 from minidiff.accel.fused import fusable
+
+
+def _transposed(a):
+    """aᵀ of a matrix, or of each matrix of a stack (…, n, m) -> (…, m, n): a view."""
+    return a.swapaxes(-1, -2)
+
+
+def _row(b):
+    """A bias (m,) or a stack of them (R, m) as rows (1, m) or (R, 1, m) that broadcast over the batch: a view."""
+    return b[..., None, :]
 
 
 def _affine_grads(gz, wanted, x, W, skip=None):
@@ -40,22 +56,22 @@ def _affine_grads(gz, wanted, x, W, skip=None):
     grads = []
     for i in wanted:
         if i == 0:
-            gx = gz.dot(W.T)                            # (B, n)
+            gx = gz @ _transposed(W)                    # (…, B, n)
             if skip is not None:
                 gx += skip
             grads.append(gx)
         elif i == 1:
-            grads.append(x.T.dot(gz))                   # (n, m)
+            grads.append(_transposed(x) @ gz)           # (…, n, m)
         else:
-            grads.append(_sum_rows(gz))                 # (m,)
+            grads.append(_sum_rows(gz))                 # (…, m)
     return grads
 
 
 @fusable("sum_rows")
 def _sum_rows(g):
-    """Σ_rows g (on the device a product with a vector of ones, which reads g in order: CuPy's sum over axis 0
-    strides across rows)."""
-    return g.sum(axis=0)
+    """Σ_rows g over the batch axis (on the device a product with a vector of ones, which reads g in order: CuPy's
+    sum over axis 0 strides across rows)."""
+    return g.sum(axis=-2)
 
 
 # SiLU(z) = z σ(z) (Elfwing et al. 2018; Hendrycks & Gimpel 2016), with σ(z) = ½ (1 + tanh(z/2)): the tanh form
@@ -69,7 +85,7 @@ def _silu_inplace(z, saved, b=None):
     """Overwrite the fresh array z with SiLU(z + b) (b: a bias row, or None); keep y and σ for the backward (if
     there is one)."""
     if b is not None:
-        z += b
+        z += _row(b)
     z *= 0.5                                            # z/2
     s = get_xp().tanh(z)                                # tanh(z/2)
     s += 1                                              # 1 + tanh(z/2) = 2σ(z)
@@ -101,13 +117,13 @@ def _silu_vjp(g, wanted, y, z, saved):
 
 
 # Affine map.
-#   forward   z = x W + b                                (B, n) (n, m) (m,) -> (B, m)
+#   forward   z = x W + b                                (B, n) (n, m) (m,) -> (B, m); each run of a stack alike
 #   backward  x̄ = z̄ Wᵀ,  W̄ = xᵀ z̄,  b̄ = Σ_rows z̄
 
 def _linear(x, W, b, saved):
     """z = x W + b for a batch of row vectors x (B, n), W (n, m), b (m,)."""
-    z = x.dot(W)                                        # (B, m)
-    z += b
+    z = x @ W                                           # (B, m)
+    z += _row(b)
     return z
 
 
@@ -121,7 +137,7 @@ def _linear_vjp(g, wanted, z, x, W, b, saved):
 
 def _linear_silu(x, W, b, saved):
     """y = SiLU(x W + b)."""
-    return _silu_inplace(x.dot(W), saved, b)
+    return _silu_inplace(x @ W, saved, b)
 
 
 def _linear_silu_vjp(g, wanted, y, x, W, b, saved):
@@ -152,7 +168,7 @@ def _residual_linear_silu_vjp(g, wanted, out, h, W, b, saved):
 
 def _slices(arrays, axis):
     """For each array, the index that selects its block of the concatenation along `axis`."""
-    start, blocks = 0, []
+    axis, start, blocks = axis % arrays[0].ndim, 0, []
     for a in arrays:
         blocks.append((slice(None),) * axis + (slice(start, start + a.shape[axis]),))
         start += a.shape[axis]
@@ -163,7 +179,7 @@ def _concat(*arrays, axis, saved, dtype=None):
     """Concatenate `arrays` along `axis` into one array of `dtype` (default: their common dtype)."""
     xp = get_xp()
     shape = list(arrays[0].shape)
-    shape[axis] = sum(a.shape[axis] for a in arrays)
+    shape[axis] = sum(a.shape[axis] for a in arrays)        # (a negative axis counts from the end, as in NumPy)
     out = xp.empty(shape, dtype=xp.result_type(*arrays) if dtype is None else dtype)
     for a, block in zip(arrays, _slices(arrays, axis)):
         out[block] = a
@@ -178,25 +194,27 @@ def _concat_vjp(g, wanted, out, *arrays, axis, saved, dtype=None):
 # Sinusoidal features at given angular frequencies ω (Vaswani et al. 2017, §3.5; Tancik et al. 2020).
 #   forward   out = [sin(x_d ω_k) | cos(x_d ω_k)]  for every column d and frequency k   (B, D), (K,) -> (B, 2 D K)
 #   backward  x̄_d = Σ_k ω_k (sin̄_dk cos(x_d ω_k) − cos̄_dk sin(x_d ω_k))   — read sin and cos back from out
+# Leading axes (a stack of runs, (R, B, D)) are carried through.
 
 @fusable("sinusoids")
 def _sinusoids(x, omega, saved):
-    """[sin(x_d ω_k) | cos(x_d ω_k)] over columns d of x (B, D) and frequencies ω (K,): shape (B, 2·D·K)."""
+    """[sin(x_d ω_k) | cos(x_d ω_k)] over columns d of x (…, D) and frequencies ω (K,): shape (…, 2·D·K)."""
     xp = get_xp()
-    B, D = x.shape
-    angle = x.reshape(B, D, 1) * omega                  # (B, D, K)
-    out = xp.empty((B, 2) + angle.shape[1:], dtype=angle.dtype)
-    xp.sin(angle, out=out[:, 0])
-    xp.cos(angle, out=out[:, 1])
-    return out.reshape(B, -1)
+    *lead, D = x.shape
+    angle = x.reshape(*lead, D, 1) * omega              # (…, D, K)
+    out = xp.empty((*lead, 2, D, omega.shape[0]), dtype=angle.dtype)
+    xp.sin(angle, out=out[..., 0, :, :])
+    xp.cos(angle, out=out[..., 1, :, :])
+    return out.reshape(*lead, -1)
 
 
 def _sinusoids_vjp(g, wanted, out, x, omega, saved):
     if wanted != (0,):
         raise NotImplementedError("minidiff.layers.sinusoids: the frequencies are constants, not differentiable")
-    shape = (x.shape[0], 2, x.shape[1], omega.shape[0])
-    g, out = g.reshape(shape), out.reshape(shape)       # (B, 2, D, K): [:, 0] is sin, [:, 1] is cos
-    return [(g[:, 0] * out[:, 1] - g[:, 1] * out[:, 0]).dot(omega)]
+    shape = (*x.shape[:-1], 2, x.shape[-1], omega.shape[0])
+    g, out = g.reshape(shape), out.reshape(shape)       # (…, 2, D, K): [..., 0, :, :] is sin, [..., 1, :, :] is cos
+    sin_part, cos_part = (slice(None),) * (len(shape) - 3) + (0,), (slice(None),) * (len(shape) - 3) + (1,)
+    return [(g[sin_part] * out[cos_part] - g[cos_part] * out[sin_part]).dot(omega)]
 
 
 # Mean squared error, optionally weighted per example; N is the number of entries of r.
@@ -226,6 +244,7 @@ def _mean_square_error_vjp(g, wanted, loss, pred, target, weights=None, *, saved
 
 # Squared error per example, weighted: the training loss before its batch mean (`train.per_example_loss`).
 #   forward   r = pred − target,  ℓ_i = w_i Σ_j r_ij²          (B, …), (B, …), (B,) -> (B,)
+#   (a stack of runs: (R, B, D), (R, B, D), (R, B) -> (R, B), the sum over the last axis)
 #   backward  pred̄_ij = 2 ℓ̄_i w_i r_ij,  target̄ = −pred̄
 # One primitive instead of autograd's generic `-`, `**2`, `.sum` and `*`: one saved array and one pass back, and a
 # backward that uses only the arrays' own methods (autograd's `.sum` VJP is one of those that assume NumPy).
@@ -233,12 +252,13 @@ def _mean_square_error_vjp(g, wanted, loss, pred, target, weights=None, *, saved
 
 @fusable("squared_error")                              # on the GPU one thread per example; its backward recomputes r
 def _weighted_squared_error(pred, target, weights, saved):
-    """w_i ‖pred_i − target_i‖² for each example i: shape (B,); weights (B,)."""
+    """w_i ‖pred_i − target_i‖² for each example i: shape (B,); weights (B,). A stack: weights (R, B), pred
+    (R, B, D) -> (R, B)."""
     r = pred - target                                   # (B, …)
     if saved is not None:
         saved["r"] = r
-    r_flat = r.reshape(r.shape[0], -1)                  # (B, D)
-    return (r_flat * r_flat).sum(axis=1) * weights.astype(r.dtype, copy=False)
+    r_flat = r.reshape(weights.shape + (-1,))           # (B, D), or (R, B, D)
+    return (r_flat * r_flat).sum(axis=-1) * weights.astype(r.dtype, copy=False)
 
 
 def _weighted_squared_error_vjp(g, wanted, losses, pred, target, weights, saved):
@@ -253,13 +273,13 @@ def _squared_error_backward(g, pred, target, weights, saved):
     """pred̄_ij = 2 ℓ̄_i w_i r_ij."""
     r = saved["r"]
     scale = (2 * g) * weights.astype(r.dtype, copy=False)                            # 2 ℓ̄_i w_i   (B,)
-    return r * scale.reshape((-1,) + (1,) * (r.ndim - 1))                            # (B, …)
+    return r * scale.reshape(scale.shape + (1,) * (r.ndim - scale.ndim))             # (B, …)
 
 
 def _uncertainty_weighted(losses, u, saved):
     """e^(−u_i) ℓ_i + u_i for each example: EDM2's loss with a learned uncertainty u (Karras et al. 2024, eq. 16);
     losses (B,), u (B, 1) (a column, as the layer that makes it returns it)."""
-    u_flat = u.reshape(-1)
+    u_flat = u.reshape(losses.shape)                    # (B,), or (R, B) for a stack
     scale = get_xp().exp(-u_flat)                       # (B,)
     if saved is not None:
         saved["scale"] = scale

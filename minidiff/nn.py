@@ -75,9 +75,9 @@ def fourier_frequencies(n, dtype):
 
 
 def time_embedding(t, time_dim, dtype=np.float64):
-    """emb(t) = [sin(t ω_k) | cos(t ω_k)]: (B,) -> (B, time_dim), computed in `dtype`."""
+    """emb(t) = [sin(t ω_k) | cos(t ω_k)]: (B,) -> (B, time_dim) (any shape (…) -> (…, time_dim)), in `dtype`."""
     t = get_xp().asarray(t, dtype=dtype)
-    return sinusoids(t.reshape(-1, 1), time_frequencies(time_dim, dtype))
+    return sinusoids(t.reshape(t.shape + (1,)), time_frequencies(time_dim, dtype))
 
 
 def _he_normal(rng, fan_in, shape, dtype):
@@ -113,19 +113,20 @@ def uncertainty(params, t):
     and eq. 16, where it reads c_noise through Fourier features). Its params are `uncertainty.*`, which `apply`
     never reads: sampling does not see them."""
     W = params["uncertainty.W"]
-    emb = time_embedding(_time_column(t, len(t), W.dtype), W.shape[0], W.dtype)                   # (B, E)
+    emb = _embedded_time(t, get_xp().asarray(t).shape, W.shape[-2], W.dtype)                      # (B, E)
     return linear(emb, W, params["uncertainty.b"])                                               # (B, 1)
 
 
-def _time_column(t, batch, dtype):
-    """t as a (B, 1) column in `dtype`; a scalar t is shared by the whole batch."""
+def _embedded_time(t, batch_shape, time_dim, dtype):
+    """emb(t) of shape batch_shape + (E,): t has the batch's shape, or is shared — a scalar for the whole batch,
+    (R, 1) for each run of a stack — and is then embedded once and broadcast (the same numbers: each sin and cos
+    is computed on its own)."""
     xp = get_xp()
     t = xp.asarray(t, dtype=dtype)
-    if t.ndim == 0:
-        t = xp.full(batch, t, dtype=dtype)
-    if t.shape != (batch,):
-        raise ValueError(f"t must be a scalar or have shape ({batch},) to match x, got shape {t.shape}")
-    return t.reshape(batch, 1)
+    if len(t.shape) > len(batch_shape) or any(n not in (1, m) for n, m in zip(t.shape[::-1], batch_shape[::-1])):
+        raise ValueError(f"t must be a scalar or have shape {batch_shape} to match x, got shape {t.shape}")
+    emb = time_embedding(t, time_dim, dtype)                                                     # (…, E)
+    return emb if emb.shape[:-1] == batch_shape else xp.broadcast_to(emb, batch_shape + (time_dim,))
 
 
 def apply(params, x, t):
@@ -133,16 +134,26 @@ def apply(params, x, t):
 
     Everything is computed in the params' dtype (x and t are cast to it). t is the 0-based timestep index, or any
     time input scaled to roughly [0, 1000), the range the embedding separates (see the module docstring).
+
+    A stack of R networks (`minidiff/stacked.py`: every param with a leading run axis, W (R, n, m), b (R, m)) maps
+    x (R, B, D) and t (R, B) — or (R, 1), one time per run — to (R, B, D), each run as it would alone.
     """
+    D = params["out.W"].shape[-1]
+    return apply_embedded(params, x, _embedded_time(t, x.shape[:-1], params["in.W"].shape[-2] - D,
+                                                    params["in.W"].dtype))
+
+
+def apply_embedded(params, x, emb):
+    """The network's output for points x (B, D) and their time embedding emb (B, E), emb(t) of `time_embedding`:
+    `apply` with the embedding computed already (training reads it from a table of every timestep's)."""
     W_in = params["in.W"]
-    dtype, D = W_in.dtype, params["out.W"].shape[1]
-    emb = time_embedding(_time_column(t, x.shape[0], dtype), W_in.shape[0] - D, dtype)          # (B, E)
-    features = [x, emb]
+    dtype, D = W_in.dtype, params["out.W"].shape[-1]
+    features = [x, emb]                                                                          # (B, D), (B, E)
     if "in.W_fourier" in params:
-        n_freq = params["in.W_fourier"].shape[0] // (2 * D)
+        n_freq = params["in.W_fourier"].shape[-2] // (2 * D)
         features.append(sinusoids(x, fourier_frequencies(n_freq, x.dtype)))                    # (B, 2 D F)
-        W_in = concat(W_in, params["in.W_fourier"], axis=0)
-    h = linear_silu(concat(*features, axis=1, dtype=dtype), W_in, params["in.b"])               # (B, H)
+        W_in = concat(W_in, params["in.W_fourier"], axis=-2)
+    h = linear_silu(concat(*features, axis=-1, dtype=dtype), W_in, params["in.b"])              # (B, H)
     for prefix, residual in _hidden_layers(params):
         layer = residual_linear_silu if residual else linear_silu
         h = layer(h, params[prefix + ".W"], params[prefix + ".b"])                                  # (B, H)
@@ -162,10 +173,10 @@ def _hidden_layers(params):
 
 def layer_sizes(params):
     """The widths from input to output, e.g. (34, 256, 256, 256, 2) for the default Config."""
-    n_fourier = params["in.W_fourier"].shape[0] if "in.W_fourier" in params else 0
-    sizes = [params["in.W"].shape[0] + n_fourier, params["in.W"].shape[1]]
-    sizes += [params[prefix + ".W"].shape[1] for prefix, _ in _hidden_layers(params)]
-    return tuple(sizes) + (params["out.W"].shape[1],)
+    n_fourier = params["in.W_fourier"].shape[-2] if "in.W_fourier" in params else 0
+    sizes = [params["in.W"].shape[-2] + n_fourier, params["in.W"].shape[-1]]
+    sizes += [params[prefix + ".W"].shape[-1] for prefix, _ in _hidden_layers(params)]
+    return tuple(sizes) + (params["out.W"].shape[-1],)
 
 
 def num_params(params):

@@ -108,6 +108,7 @@ class Problem:
     b: np.ndarray
     weight: np.ndarray  # w_X(t)
     time_input: np.ndarray  # what the network sees for timestep t
+    time_embedding: np.ndarray  # (T, E): emb(time input) of every timestep, read at each step, not recomputed
     dtype: type
     input_scale: np.ndarray = None  # c_in of the edm target at each t: the network sees c_in x_t (None: x_t)
     learned: bool = False  # the loss is e^(−u) L + u with the network's learned u (nn.uncertainty)
@@ -134,12 +135,14 @@ def make_problem(config, schedule=None):
     name, gamma = parse_weighting(objective.weighting_of(config))
     weight = loss_weight(name, target, schedule, gamma=gamma)
     cast = lambda v: to_device(np.asarray(v, dtype=dtype))  # noqa: E731  (the device's copy, made once)
+    time_input = cast(time_inputs(schedule, config.time_input, t))
     scale = objective.input_scale(target, schedule.alpha_bar)
     return Problem(schedule=schedule, target=target, sqrt_alpha_bar=cast(np.sqrt(schedule.alpha_bar)),
                    sqrt_one_minus_alpha_bar=cast(np.sqrt(1 - schedule.alpha_bar)),
                    a=cast(make_target(target, schedule, np.ones(config.T), np.zeros(config.T), t)),
                    b=cast(make_target(target, schedule, np.zeros(config.T), np.ones(config.T), t)),
-                   weight=cast(weight), time_input=cast(time_inputs(schedule, config.time_input, t)), dtype=dtype,
+                   weight=cast(weight), time_input=time_input,
+                   time_embedding=nn.time_embedding(time_input, config.time_dim, dtype), dtype=dtype,
                    input_scale=None if scale is None else cast(scale), learned=config.learns_uncertainty)
 
 
@@ -153,8 +156,12 @@ def per_example_loss(params, problem, x0, eps, t):
     x0, eps, t = to_device(x0), to_device(eps), to_device(t)
     x_t, target = noisy_and_target(problem, x0, eps, t)  # (B, D), (B, D)
     if problem.input_scale is not None:
-        x_t = problem.input_scale[t][:, None] * x_t  # c_in x_t (Karras et al. 2022, Table 1)
-    prediction = nn.apply(params, x_t, problem.time_input[t])  # (B, D)
+        x_t = problem.input_scale[t][..., None] * x_t  # c_in x_t (Karras et al. 2022, Table 1)
+    if problem.time_embedding.shape[-1] == params["in.W"].shape[-2] - x0.shape[-1]:
+        # the time embedding read from the table: the numbers nn.apply computes from t, each sin and cos once
+        prediction = nn.apply_embedded(params, x_t, problem.time_embedding.take(t, axis=0))  # (B, D)
+    else:  # a network with another embedding size than the config's
+        prediction = nn.apply(params, x_t, problem.time_input[t])  # (B, D)
     losses = weighted_squared_error(prediction, target, problem.weight[t])  # (B,)
     if problem.learned:  # Karras et al. 2024, eq. (16): e^(−u) L + u
         return uncertainty_weighted(losses, nn.uncertainty(params, problem.time_input[t]))
@@ -168,7 +175,7 @@ def noisy_and_target(problem, x0, eps, t):
     The tables are read at each example's t and broadcast over the data dimension; on the GPU both come out of one
     kernel (kernels.py: noisy_and_target).
     """
-    col = lambda v: v[t][:, None]  # noqa: E731  (per-example factor, broadcast over the data dimension)
+    col = lambda v: v[t][..., None]  # noqa: E731  (per-example factor, broadcast over the data dimension)
     x_t = col(problem.sqrt_alpha_bar) * x0 + col(problem.sqrt_one_minus_alpha_bar) * eps  # (B, D)
     target = col(problem.a) * x0 + col(problem.b) * eps  # (B, D)
     return x_t, target
@@ -200,7 +207,8 @@ def model_fn(params, problem, config):
 
     def model(x_t, t):
         t = np.broadcast_to(t, (len(x_t),))
-        time = time_inputs(problem.schedule, config.time_input, t)
+        shared = len(t) > 0 and bool(np.all(t == t[0]))  # a sampler's step: one time, embedded once for the batch
+        time = time_inputs(problem.schedule, config.time_input, t[:1] if shared else t)
         x_in = np.asarray(x_t, dtype=np.float64) * input_scale_at(problem, t)
         out = nn.apply(params, to_device(x_in.astype(problem.dtype)), to_device(time.astype(problem.dtype)))
         return np.asarray(to_numpy(out), dtype=np.float64)
@@ -259,10 +267,9 @@ def train_step(state, problem, config, x_train, loss_median=None):
     loss, grads, per_example = loss_and_grad(state.params, problem, x0, eps, t, importance_weight)
     loss, grad_norm = float(loss), math.sqrt(float(optim.squared_norm(grads)))  # read back: the guard needs them
     lr = optim.lr_at(state.step, config.lr, config.warmup_steps, config.steps, config.min_lr_ratio)
-    problem_found = _divergence(loss, grad_norm, loss_median, config.explosion_factor)
-    if problem_found:
-        raise DivergenceError(f"step {state.step + 1}: {problem_found} with t in [{int(t.min())}, {int(t.max())}] "
-                              f"(target {config.target}, lr {lr:.3g})", state.step + 1)
+    error = divergence_error(state.step, loss, grad_norm, loss_median, t, config, lr)
+    if error is not None:
+        raise error
     params, adam = optim.adam_update(state.params, grads, state.adam, lr,
                                      grad_scale=optim.clip_scale(grad_norm, config.grad_clip))  # Pascanu et al. 2013
     ema = optim.ema_update(state.ema, params, optim.ema_decay_at(state.step, config.ema_decay))
@@ -286,7 +293,7 @@ def draw_batch(state, problem, config, x_train):
         eps = counter.normal(counter.stream_key(config.seed, state.step, "noise"), x0.shape, problem.dtype)
         return to_device(x0), eps, t, importance_weight
     rng, x_train = state.rng, to_numpy(x_train)
-    x0 = x_train[rng.integers(0, len(x_train), B)]  # (B, D)
+    x0 = x_train.take(rng.integers(0, len(x_train), B), axis=0)  # (B, D)
     t, importance_weight = state.timesteps.sample(rng, B)
     eps = rng.standard_normal(x0.shape, dtype=problem.dtype)  # (B, D)
     return to_device(x0), to_device(eps), to_device(t), importance_weight
@@ -309,11 +316,21 @@ def counter_timesteps(sampler, key, batch_size):
     return counter.integers(key, batch_size, T), None
 
 
+def divergence_error(step, loss, grad_norm, loss_median, t, config, lr):
+    """The DivergenceError of the 0-based update `step` (its loss, gradient norm, the running median, its batch's
+    timesteps t and its learning rate), or None when the step is sound."""
+    problem_found = _divergence(loss, grad_norm, loss_median, config.explosion_factor)
+    if not problem_found:
+        return None
+    return DivergenceError(f"step {step + 1}: {problem_found} with t in [{int(t.min())}, {int(t.max())}] "
+                           f"(target {config.target}, lr {lr:.3g})", step + 1)
+
+
 def _divergence(loss, grad_norm, loss_median, factor):
     """What is wrong with this step, in words, or None: a non-finite loss or gradient, or a loss explosion."""
-    if not np.isfinite(loss):
+    if not math.isfinite(loss):
         return f"non-finite loss {loss}"
-    if not np.isfinite(grad_norm):
+    if not math.isfinite(grad_norm):
         return f"non-finite gradient (norm {grad_norm})"
     if loss_median is not None and loss > factor * loss_median:
         return (f"loss explosion, loss {loss:.4g} is {loss / loss_median:.3g} × the running median {loss_median:.4g} "

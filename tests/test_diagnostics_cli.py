@@ -71,10 +71,14 @@ def test_sweep_writes_its_folder(tmp_path):
     out = tmp_path / "s"
     result = run("sweep", "--lrs", "1e-3", "--targets", "x0", "--seeds", "0", *TINY_SWEEP, "--out", out)
     assert result.exit_code == 0, result.output
-    assert {p.name for p in out.iterdir()} == {"sweep.csv", "sweep.json", "sweep.png", "runs"}
+    assert {p.name for p in out.iterdir()} == {"sweep.csv", "sweep.json", "sweep.png", "settings.json", "runs"}
     assert json.loads((out / "sweep.json").read_text())["rows"][0]["status"] == "ok"
     again = run("sweep", "--lrs", "1e-3", "--targets", "x0", "--seeds", "0", *TINY_SWEEP, "--out", out)
     assert again.exit_code == 2 and "already holds a sweep" in again.output
+    other = run("sweep", "--lrs", "1e-2", "--targets", "x0", "--seeds", "0", *TINY_SWEEP, "--out", out, "--resume")
+    assert other.exit_code == 2 and "started with other settings (lrs differ)" in other.output
+    done = run("sweep", "--lrs", "1e-3", "--targets", "x0", "--seeds", "0", *TINY_SWEEP, "--out", out, "--resume")
+    assert done.exit_code == 0, done.output  # every cell finished: read back, the tables written again
 
 
 @pytest.mark.parametrize("args, message", [
@@ -93,6 +97,11 @@ def test_sweep_writes_its_folder(tmp_path):
     (["sweep", "--seeds", "a"], "invalid literal"),
     (["sweep", "--dataset", "nope"], "unknown dataset 'nope'"),
     (["sweep", "--out", "{tmp}/file"], "is a file"),
+    (["sweep", "--engine", "threads"], "'threads' is not one of 'stacked', 'processes', 'dask'"),
+    (["sweep", "--engine", "dask"], "--engine dask needs --scheduler ADDRESS"),
+    (["sweep", "--scheduler", "tcp://127.0.0.1:1"], "--scheduler goes with --engine dask only"),
+    (["sweep", "--resume", "--out", "{tmp}/nothing"], "holds no sweep to resume"),
+    (["sweep", "--resume", "--force"], "give one of them"),
 ])
 def test_usage_errors_exit_2_with_one_line_and_write_nothing(tmp_path, args, message):
     (tmp_path / "file").write_text("")

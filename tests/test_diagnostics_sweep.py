@@ -1,12 +1,17 @@
-"""Stability sweeps: the rows a grid writes, divergence recorded as such, and the table the heat map reads."""
+"""Stability sweeps: the rows a grid writes, divergence recorded as such, the table the heat map reads, and the
+engines: stacked and processes give the same rows and files; a stacked sweep killed with SIGKILL resumes to them."""
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
-from minidiff.runs import loop as run
+from minidiff.runs import checkpoint as ckpt, loop as run
 from minidiff.lab.diagnostics import sweep, tables
 from minidiff.train import DivergenceError
 
@@ -37,6 +42,84 @@ def test_a_sweep_of_two_tiny_configs_writes_the_expected_rows(tmp_path):
     assert run.load_run(table[1]["run_dir"])[3].step == BASE["steps"]
 
 
+# A grid with every outcome: at lr 1e-3 four cells finish; at lr 1e4 (unclipped) two blow up at the check of step 20
+# and two diverge in training, at steps 17 and 13.
+ENGINE_GRID = dict(lrs=(1e-3, 1e4), targets=("eps", "v"), seeds=(0, 1), check_every=20, eval_n=32, quality_n=64,
+                   quality_steps=10, base={**BASE, "steps": 40, "grad_clip": 1e9})
+TIMED = ("wall_s",)  # the one column that is a measurement of the machine, not of the cells
+
+
+def comparable_rows(rows, out_dir):
+    """The rows without their times, with the sweep folder's path cut out of every text."""
+    return [{k: str(v).replace(str(out_dir), "OUT") for k, v in row.items() if k not in TIMED} for row in rows]
+
+
+def folder_files(out_dir):
+    """Every file under out_dir: bytes, or for the files that record times (the tables and each cell.json) the
+    parsed content without those times and with the folder's path cut out."""
+    found = {}
+    for folder, _, names in os.walk(out_dir):
+        for name in names:
+            path = os.path.join(folder, name)
+            key = os.path.relpath(path, out_dir)
+            if name == "sweep.csv":
+                found[key] = comparable_rows(read_csv(path), out_dir)
+            elif name in ("sweep.json", "cell.json"):
+                saved = json.loads(open(path).read())
+                found[key] = (comparable_rows(saved.get("rows", [saved.get("row")]), out_dir), saved.get("checks"))
+            else:
+                found[key] = open(path, "rb").read()
+    return found
+
+
+def test_the_stacked_engine_gives_the_rows_and_files_of_the_process_engine(tmp_path):
+    settings = sweep.SweepConfig(**ENGINE_GRID)
+    alone = sweep.run_sweep(settings, str(tmp_path / "alone"), engine="processes")  # in this process, one by one
+    stacked = sweep.run_sweep(settings, str(tmp_path / "stacked"), engine="stacked")  # one stack of eight
+    assert [(r["status"], r.get("diverged_at_step")) for r in stacked] == [("ok", None)] * 4 + [
+        ("blow-up", 20), ("diverged", 17), ("blow-up", 20), ("diverged", 13)]
+    assert comparable_rows(stacked, tmp_path / "stacked") == comparable_rows(alone, tmp_path / "alone")
+    assert folder_files(tmp_path / "stacked") == folder_files(tmp_path / "alone")
+
+
+KILL_ARGS = ("sweep", "--lrs", "1e-3,1e4", "--targets", "eps,v", "--seeds", "0,1", "--dataset", "gmm2d", "--T", "40",
+             "--steps", "600", "--batch-size", "32", "--hidden", "16", "--depth", "1", "--check-every", "100",
+             "--quality-n", "64", "--quality-steps", "10", "--workers", "2", "--quiet")  # two stacks in two workers
+
+
+def _sweep_process(out_dir, *extra):
+    return subprocess.Popen([sys.executable, "cli.py", *KILL_ARGS, "--out", str(out_dir), *extra],
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _some_checkpoint_past(out_dir, step):
+    for folder, _, names in os.walk(out_dir):
+        if "checkpoint.npz" in names:
+            try:
+                if ckpt.load_arrays(os.path.join(folder, "checkpoint.npz"))["step"] >= step:
+                    return True
+            except ckpt.CheckpointError:
+                pass
+    return False
+
+
+def test_a_stacked_sweep_killed_with_sigkill_resumes_to_the_files_of_an_uninterrupted_one(tmp_path):
+    """`minidiff sweep` killed with SIGKILL mid-segment — its workers die with it — then `--resume`."""
+    whole = _sweep_process(tmp_path / "whole")
+    killed = _sweep_process(tmp_path / "killed")
+    deadline = time.monotonic() + 300
+    while not _some_checkpoint_past(tmp_path / "killed", 200):  # past a check and a snapshot, before the end
+        assert killed.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL and not (tmp_path / "killed" / "sweep.csv").exists()
+    resumed = _sweep_process(tmp_path / "killed", "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+    assert folder_files(tmp_path / "killed") == folder_files(tmp_path / "whole")
+
+
 def test_divergence_and_blow_up_and_invalid_cells_are_recorded(tmp_path, monkeypatch):
     original = run.train_step
 
@@ -47,7 +130,7 @@ def test_divergence_and_blow_up_and_invalid_cells_are_recorded(tmp_path, monkeyp
 
     monkeypatch.setattr(run, "train_step", diverging)  # in-process (workers=1), so the patch reaches the cells
     settings = sweep.SweepConfig(lrs=(1e-3,), targets=("x0",), **TINY)
-    row = sweep.run_sweep(settings, str(tmp_path / "a"))[0]
+    row = sweep.run_sweep(settings, str(tmp_path / "a"), engine="processes")[0]
     assert (row["status"], row["diverged"], row["diverged_at_step"], row["last_good_step"]) == ("diverged", 1, 14, 10)
     assert row.get("energy_distance") is None and "non-finite loss" in row["reason"]
     monkeypatch.setattr(run, "train_step", original)

@@ -117,6 +117,13 @@ def test_click_is_imported_by_the_cli_alone():
     assert users == []
 
 
+def test_dask_is_imported_by_the_cluster_module_alone():
+    """dask.distributed is an optional extra: only the dask engine's module may import it."""
+    users = sorted(m for m, p in MODULES.items() if any(t.split(".")[0] in ("dask", "distributed")
+                                                         for _, t in imported(m, p)))
+    assert users == ["minidiff.lab.diagnostics.cluster"]
+
+
 def test_cupy_is_imported_by_the_accelerator_alone():
     text = {m: open(p, encoding="utf-8").read() for m, p in MODULES.items() if layer(m) != "accel"}
     assert sorted(m for m, t in text.items() if "import cupy" in t) == []

@@ -132,7 +132,7 @@ def test_ema_decay_warmup_by_hand():
 
 
 def test_adam_matches_algorithm_1_written_out_over_several_steps(rng):
-    """The update rearranged for fewer passes (optim._adam_step) against Kingma & Ba 2015, Alg. 1 as printed,
+    """The update rearranged for fewer passes (optim.adam_step) against Kingma & Ba 2015, Alg. 1 as printed,
     with AdamW's decoupled decay (Loshchilov & Hutter 2019, Alg. 2) on the matrix, over five steps."""
     lr, b1, b2, eps, decay = 0.01, 0.9, 0.999, 1e-8, 0.1
     params = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)}

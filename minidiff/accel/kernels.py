@@ -84,7 +84,7 @@ SOURCES = {
         x_t = c_x[t] * x0 + c_eps[t] * eps;
         target = a[t] * x0 + b[t] * eps;
     """, ""),
-    # optim._adam_step: Kingma & Ba 2015, Alg. 1, in the arrangement written there, the gradient scaled first
+    # optim.adam_step: Kingma & Ba 2015, Alg. 1, in the arrangement written there, the gradient scaled first
     "adam": ("T g, T theta, T m, T v, T scale, T one_minus_beta1, T one_minus_beta2, T eps_hat, T step_size, "
              "T decay", "T theta_new, T m_new, T v_new", """
         T g_scaled = g * scale;

@@ -106,8 +106,37 @@ def train(config, out_dir, *, resume=False, progress=None, echo=silent, evaluate
     evaluate=False skips the samples and the quality measurement at the end (the result then has NaN there);
     stop_at=n stops after step n as an interruption would, leaving a checkpoint to resume from.
     """
-    if config.data_file and config.data_sha256 is None:  # the data travels with the run as its checksum
-        config = dataclasses.replace(config, data_sha256=datafile.file_checksum(config.data_file))
+    config = with_data_checksum(config)
+    opened = open_run(config, out_dir, resume)
+    state, guard = _loop(opened.state, opened.guard, opened.problem, config, opened.x_train, opened.log, out_dir,
+                         progress, stop_at)
+    save_checkpoint(out_dir, state, guard, opened.log, config)
+    loss = last_loss(guard)
+    if guard.skipped:
+        echo(f"skipped {guard.skipped} step(s) whose loss diverged (column 'skipped' of {ckpt.LOG_FILE})")
+    if not evaluate or state.step < config.steps:
+        return RunResult(out_dir, state.step, loss, float("nan"), float("nan"), float("nan"), guard.skipped)
+    return finish(out_dir, state, opened.problem, config, opened.x_held, opened.stats, opened.eval_rng, loss, echo,
+                  guard.skipped, plot)
+
+
+@dataclasses.dataclass(eq=False)
+class OpenRun:
+    """A run ready to train: its data and loss constants, and its state, guard and loss log (fresh or resumed)."""
+    problem: object
+    x_train: object
+    x_held: object
+    stats: dict
+    eval_rng: np.random.Generator
+    state: object
+    guard: LossGuard
+    log: LossLog
+
+
+def open_run(config, out_dir, resume):
+    """The run of `config` in out_dir, fresh or (resume=True) continued from its checkpoint there (`_start`).
+
+    The config must carry its data file's checksum, if it has a data file (`with_data_checksum`)."""
     data_rng, init_rng, train_rng, eval_rng = generators(config.seed)
     x_train, x_held, stats = load_training_data(config, data_rng)
     problem = make_problem(config)
@@ -116,14 +145,20 @@ def train(config, out_dir, *, resume=False, progress=None, echo=silent, evaluate
         x_train = to_device(x_train)
     network = config.network(x_train.shape[1])
     state, guard, log = _start(out_dir, config, network, stats, (init_rng, train_rng), resume)
-    state, guard = _loop(state, guard, problem, config, x_train, log, out_dir, progress, stop_at)
-    save_checkpoint(out_dir, state, guard, log, config)
-    loss = guard.recent[-1] if guard.recent else float("nan")  # the last accepted loss, restored on resume too
-    if guard.skipped:
-        echo(f"skipped {guard.skipped} step(s) whose loss diverged (column 'skipped' of {ckpt.LOG_FILE})")
-    if not evaluate or state.step < config.steps:
-        return RunResult(out_dir, state.step, loss, float("nan"), float("nan"), float("nan"), guard.skipped)
-    return finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo, guard.skipped, plot)
+    return OpenRun(problem, x_train, x_held, stats, eval_rng, state, guard, log)
+
+
+def with_data_checksum(config):
+    """The config with its data file's SHA-256, if it has a data file and no checksum yet: the data travels with the
+    run as its checksum."""
+    if config.data_file and config.data_sha256 is None:
+        return dataclasses.replace(config, data_sha256=datafile.file_checksum(config.data_file))
+    return config
+
+
+def last_loss(guard):
+    """The last accepted loss (restored on resume too), NaN before any."""
+    return guard.recent[-1] if guard.recent else float("nan")
 
 
 def _start(out_dir, config, network, stats, rngs, resume):
@@ -187,20 +222,35 @@ def _smoothed(running, loss):
 
 def _step(state, guard, problem, config, x_train, log, out_dir, saved):
     """One training step through the guard: (state, guard, loss); a skipped step has loss NaN."""
-    median = guard.median() if np.isfinite(config.explosion_factor) else None
     try:
-        state, loss, grad_norm, t, per_example = train_step(state, problem, config, x_train, median)
+        state, loss, grad_norm, t, per_example = train_step(state, problem, config, x_train, loss_median(guard, config))
     except DivergenceError as err:
-        if config.on_divergence == "stop" or guard.in_a_row >= config.max_skips:
-            streak = "" if config.on_divergence == "stop" else \
-                f", after {guard.in_a_row} skipped steps in a row (--max-skips {config.max_skips})"
-            raise DivergenceError(f"training diverged at {err}{streak}; the last good checkpoint is "
-                                  f"{os.path.join(out_dir, ckpt.CHECKPOINT_FILE)} (step {saved})", err.step) from None
         state = dataclasses.replace(state, step=state.step + 1)  # state.rng has drawn the batch; the update is dropped
-        log.skip(state.step, force=_row_due(state.step, config))
-        return state, guard.skip(), float("nan")
-    log.add(state.step, loss, grad_norm, t, per_example, force=_row_due(state.step, config))
-    return state, guard.accept(loss), loss
+        return state, skip_or_stop(err, state.step, guard, config, log, out_dir, saved), float("nan")
+    return state, accept(state.step, loss, grad_norm, t, per_example, guard, config, log), loss
+
+
+def loss_median(guard, config):
+    """The running median the next step's loss is compared with (None: not known yet, or the check is off)."""
+    return guard.median() if np.isfinite(config.explosion_factor) else None
+
+
+def accept(step, loss, grad_norm, t, per_example, guard, config, log):
+    """A sound step, the `step`-th, into the loss log and the guard; returns the guard."""
+    log.add(step, loss, grad_norm, t, per_example, force=_row_due(step, config))
+    return guard.accept(loss)
+
+
+def skip_or_stop(err, step, guard, config, log, out_dir, saved):
+    """A diverging step, the `step`-th: skipped and counted in the loss log (returns the guard), or the
+    DivergenceError that stops the run, naming its last good checkpoint (the one of step `saved`)."""
+    if config.on_divergence == "stop" or guard.in_a_row >= config.max_skips:
+        streak = "" if config.on_divergence == "stop" else \
+            f", after {guard.in_a_row} skipped steps in a row (--max-skips {config.max_skips})"
+        raise DivergenceError(f"training diverged at {err}{streak}; the last good checkpoint is "
+                              f"{os.path.join(out_dir, ckpt.CHECKPOINT_FILE)} (step {saved})", err.step) from None
+    log.skip(step, force=_row_due(step, config))
+    return guard.skip()
 
 
 def _row_due(step, config):

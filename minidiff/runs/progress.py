@@ -6,6 +6,7 @@ passes one made of click's progress bar (`minidiff/cli/common.py`); None, the li
 what tests, workers and `--quiet` want. The chapters below take an even simpler `progress(n)` callable.
 """
 import contextlib
+import time
 
 
 class _Silent:
@@ -24,3 +25,22 @@ def open_bar(progress, length, label, show=None):
 
 def silent(*_):
     """An echo that says nothing (the library's default: only the CLI prints)."""
+
+
+class Batched:
+    """A report(steps, diverged) — the sweep's progress callback — that passes its sums on to send(steps,
+    diverged) at most every `every` seconds (at once for a divergence), and on flush: for a worker that reports to
+    another process."""
+
+    def __init__(self, send, every):
+        self.send, self.every, self.steps, self.diverged, self.last = send, every, 0, 0, time.monotonic()
+
+    def __call__(self, steps, diverged):
+        self.steps, self.diverged = self.steps + steps, self.diverged + int(diverged)
+        if diverged or time.monotonic() - self.last >= self.every:
+            self.flush()
+
+    def flush(self):
+        if self.steps or self.diverged:
+            self.send(self.steps, self.diverged)
+        self.steps, self.diverged, self.last = 0, 0, time.monotonic()

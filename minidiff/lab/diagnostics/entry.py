@@ -91,8 +91,11 @@ class SweepRequest:
     quality_steps: int = sweeps.SweepConfig.quality_steps
     quality_bar: float = sweeps.SweepConfig.quality_bar
     workers: int = DEFAULT_WORKERS
+    engine: str = sweeps.ENGINES[0]  # stacked: the cells that share a network trained as stacks (sweep.py)
+    scheduler: str = None  # the Dask scheduler's address, for the dask engine
     out: str = "sweep"
     force: bool = False  # clear a sweep already in `out`
+    resume: bool = False  # continue the sweep in `out` (after a kill), with the options it started with
 
     def settings(self):
         """The sweep.SweepConfig: every cell logs and checkpoints at each check."""
@@ -155,15 +158,30 @@ def sweep(request, *, progress=None, echo=silent):
     its folder; echo(line) hears what is about to run."""
     settings = request.settings()
     validate(TrainConfig(**settings.base, schedule=settings.schedules[0], target="v"))
-    _prepare_sweep_out(request.out, request.force, delete=False)
+    _check_engine(request)
+    _prepare_sweep_out(request.out, request.force, request.resume, delete=False)
     os.makedirs(request.out, exist_ok=True)
     with files.exclusive(request.out, what="sweep folder"):  # one sweep writes here; force deletes under the lock
-        _prepare_sweep_out(request.out, request.force)
+        _prepare_sweep_out(request.out, request.force, request.resume)
+        if request.resume:
+            sweeps.check_resumable(settings, request.out)
         count = len(sweeps.cells(settings))
-        echo(f"{count} runs of {request.steps} steps on {request.dataset}, {request.workers} worker(s), into "
+        where = f"the Dask cluster at {request.scheduler}" if request.engine == "dask" else \
+            f"{request.workers} worker(s)"
+        echo(f"{count} runs of {request.steps} steps on {request.dataset}, engine {request.engine}, {where}, into "
              f"{request.out}")
-        rows = sweeps.run_sweep(settings, request.out, workers=min(request.workers, count), progress=progress)
+        rows = sweeps.run_sweep(settings, request.out, workers=min(request.workers, count), progress=progress,
+                                engine=request.engine, resume=request.resume, scheduler=request.scheduler)
         return Report(reports.sweep_table(rows), reports.write_sweep(rows, request.out))
+
+
+def _check_engine(request):
+    """The engine's name, and a scheduler exactly when the engine is dask."""
+    if request.engine not in sweeps.ENGINES:
+        raise UsageError(f"unknown engine {request.engine!r}; choose one of: {', '.join(sweeps.ENGINES)}",
+                         option="--engine")
+    if (request.engine == "dask") != (request.scheduler is not None):
+        raise UsageError("--engine dask needs --scheduler ADDRESS, and --scheduler goes with --engine dask only")
 
 
 def check_lr(value):
@@ -190,13 +208,20 @@ def loadable_runs(runs):
             raise UsageError(f"cannot load run {run_dir!r}: {str(err).splitlines()[0]}") from None
 
 
-def _prepare_sweep_out(out, force, delete=True):
-    """A UsageError for a file in the way, or a sweep already there without force (which clears its runs, if
-    delete)."""
+def _prepare_sweep_out(out, force, resume=False, delete=True):
+    """A UsageError for a file in the way, or a sweep already there without force or resume (force clears its runs,
+    if delete; resume needs one there)."""
     if os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out!r} is a file, not a folder")
+    if force and resume:
+        raise UsageError("--resume continues the sweep in --out and --force starts it again; give one of them")
+    if resume:
+        if not os.path.exists(os.path.join(out, sweeps.SETTINGS_FILE)):
+            raise UsageError(f"folder {out!r} holds no sweep to resume (no {sweeps.SETTINGS_FILE})")
+        return
     if os.path.exists(os.path.join(out, "sweep.json")) or os.path.isdir(os.path.join(out, "runs")):
         if not force:
-            raise UsageError(f"folder {out!r} already holds a sweep; use --force to overwrite it")
+            raise UsageError(f"folder {out!r} already holds a sweep; use --force to overwrite it, or --resume to "
+                             f"continue it")
         if delete:
             shutil.rmtree(os.path.join(out, "runs"), ignore_errors=True)

@@ -1,48 +1,54 @@
 """Stability sweeps: train a grid of learning rate × target × schedule × weighting × seed and record what happens.
 
-Each cell is one run (`trajectory.train_with_snapshots`, so its parameters are kept every `check_every` steps for
-`minidiff landscape`) in its own folder under OUT/runs, run in parallel across local cores: a pool of `spawn`ed
-processes, each with one BLAS thread (more threads than cores only make every run slower). Every `check_every`
-steps — and at step 0 — the EMA model is checked on its own generator, never the run's:
+Each cell is one run in its own folder under OUT/runs, checked every `check_every` steps (`cell.py` says how, and
+what a cell's row holds). Three engines train the cells, with the same files and the same rows:
 
-- the training loss of the EMA weights on one fixed evaluation batch (the run's own target and weighting);
-- the energy distance of `quality_n` ancestral samples (DDPM respaced to `quality_steps` steps) to as many
-  held-out points. (Not DDIM: from t = T − 1 of the cosine schedule, where ᾱ ≈ 2e-9, its first deterministic step
-  multiplies an ε-model's error by √(ᾱ_prev / ᾱ_{T−1}), and ε-runs would look broken when they are not.)
+- stacked (the default): the cells that share a network shape are trained together as stacks
+  (`runs.stack.train_stack`, `minidiff/stacked.py`: each run of a stack bit for bit as alone), one stack per worker
+  process; a cell whose shape no other cell shares goes to the process pool.
+- processes: one cell per task in a pool of `spawn`ed processes, each with one BLAS thread (more threads than cores
+  only make every run slower) — the single-run path.
+- dask: the stacks as tasks on an existing Dask cluster (`cluster.py`; the optional extra `minidiff[cluster]`).
 
-A cell has diverged when training raises `train.DivergenceError` (a non-finite or exploding loss or gradient), or
-when the evaluation loss is non-finite or grows `blowup_factor` times above its value at initialisation. Its
-"steps to the bar" is the first checked step whose energy distance is at most the quality bar — by default
-`BAR_OVER_FLOOR` times the data-vs-data floor at the same sample size (`metrics.energy_floor`, computed once per
-sweep: every cell shares the dataset and n). The final quality is the last check's energy distance, printed with
-that floor. A cell that finishes also gets its bound on the negative log-likelihood of those held-out points,
-−ELBO in nats per example and bits per dimension (`minidiff.elbo`, all T terms: t_sampling='exact').
+The quality bar is `BAR_OVER_FLOOR` times the data-vs-data floor at the checks' sample size
+(`metrics.energy_floor`, computed once per sweep: every cell shares the dataset and n).
+
+Resume. `run_sweep(..., resume=True)` continues the sweep in OUT: cells that finished are read back from their
+folder (`cell.finished`), the others go on from their checkpoints (cell.py, "Resume"); the settings must be those
+the sweep started with (OUT/settings.json).
+
+Progress: one bar over all cells' steps, with the count of cells that diverged so far.
 
 Results: OUT/sweep.csv (one row per cell) and OUT/sweep.json (the settings, the rows and each cell's checks).
 """
+import ctypes
 import dataclasses
 import multiprocessing
 import os
-import time
-import warnings
+import queue
+import signal
+import sys
 
 import numpy as np
 
 from minidiff.accel import backend
+from minidiff.errors import UsageError
 from minidiff import data, metrics
-from minidiff.runs import datafile, loop as run
-from minidiff.runs.progress import open_bar, silent
-from minidiff.elbo import elbo
-from minidiff.sample import sample
-from minidiff.train import ConfigError, DivergenceError, TrainConfig, make_problem, model_fn, validate
-from minidiff.lab.diagnostics import gradvar, landscape, trajectory
-from minidiff.lab.diagnostics.applied import save_csv, save_json
+from minidiff.runs import checkpoint as ckpt, datafile, files
+from minidiff.runs.progress import Batched, open_bar
+from minidiff.runs.stack import SHARED
+from minidiff.train import TrainConfig
+from minidiff.lab.diagnostics.applied import save_csv, save_json, to_plain
+from minidiff.lab.diagnostics.cell import (BLOWUP_FACTOR, EVAL_STREAM, BlowUp, Cell, Checks, Task,  # noqa: F401
+                                           cell_name, finished, run_task)
 from minidiff.targets import TARGETS
 
 BAR_OVER_FLOOR = 3.0       # the default quality bar: energy distance ≤ 3 × the data-vs-data floor
-BLOWUP_FACTOR = 100.0      # an evaluation loss 100 × its initial value counts as divergence
 BLAS_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-EVAL_STREAM = 1            # the checks' generator: SeedSequence([seed, EVAL_STREAM]), apart from the run's four
+ENGINES = ("stacked", "processes", "dask")
+SETTINGS_FILE = "settings.json"
+REPORT_EVERY = 0.2         # seconds between a worker's progress reports
+PR_SET_PDEATHSIG = 1       # prctl(2): the signal a process gets when its parent dies (<linux/prctl.h>)
 COLUMNS = ("index", "lr", "target", "schedule", "weighting", "seed", "status", "diverged", "diverged_at_step",
            "last_good_step",
            "steps_to_bar", "final_loss", "final_eval_loss", "energy_distance", "energy_floor", "energy_floor_stderr",
@@ -75,113 +81,17 @@ def cells(sweep):
             for i, (lr, target, schedule, weighting, seed) in enumerate(grid)]
 
 
-def cell_name(index, config):
-    return f"{index:03d}-{config.target}-{config.schedule}-{config.weighting}-lr{config.lr:g}-s{config.seed}"
-
-
-class BlowUp(RuntimeError):
-    """The evaluation loss became non-finite or grew beyond blowup_factor times its initial value."""
-
-    def __init__(self, message, step):
-        super().__init__(message)
-        self.step = step
-
-
-class Checks:
-    """The periodic checks of one cell (module docstring), called with the state after each segment."""
-
-    def __init__(self, config, sweep):
-        self.config, self.sweep, self.history = config, sweep, []
-        self.rng = np.random.default_rng([config.seed, EVAL_STREAM])
-        x_train, self.x_held, self.stats = run.load_training_data(config, run.generators(config.seed)[0])
-        self.problem = make_problem(dataclasses.replace(config, dtype="float64"))
-        self.batch = gradvar.draw_examples(x_train, sweep.eval_n, config.T, self.rng)
-
-    def __call__(self, state):
-        params = {k: np.asarray(v, dtype=np.float64) for k, v in state.ema.items()}
-        with np.errstate(all="ignore"):
-            loss = landscape.loss_at(params, self.problem, self.batch)
-            energy = self.energy(params) if np.isfinite(loss) else float("nan")
-        self.history.append(dict(step=state.step, eval_loss=loss, energy_distance=energy))
-        first = self.history[0]["eval_loss"]
-        if not np.isfinite(loss) or loss > self.sweep.blowup_factor * first:
-            raise BlowUp(f"step {state.step}: evaluation loss {loss:.4g} (at initialisation {first:.4g})", state.step)
-
-    def energy(self, params):
-        model = model_fn(params, self.problem, self.config)
-        x = sample(model, self.problem.target, self.problem.schedule, (self.sweep.quality_n, self.x_held.shape[1]),
-                   self.rng, sampler="ddpm", steps=min(self.sweep.quality_steps, self.config.T))
-        if self.stats is not None:
-            x = datafile.unstandardize(x, self.stats)
-        if not np.all(np.isfinite(x)):
-            return float("inf")
-        distance = metrics.energy_distance(x, self.x_held[:self.sweep.quality_n])
-        return distance if np.isfinite(distance) else float("inf")  # points so far out that distances overflow
-
-    def bound(self, params):
-        """{elbo_nats, elbo_bits_per_dim, elbo_stderr_nats} of the EMA model on quality_n held-out points."""
-        model = model_fn(params, self.problem, self.config)
-        with np.errstate(all="ignore"):
-            result = elbo(model, self.problem.schedule, self.x_held[:self.sweep.quality_n], target=self.problem.target,
-                          rng=self.rng, stats=self.stats)
-        return dict(elbo_nats=result.nats, elbo_bits_per_dim=result.bits_per_dim, elbo_stderr_nats=result.stderr_nats)
-
-
-def run_cell(task):
-    """One cell, start to finish: its CSV row and its checks. Runs in a worker process; never raises."""
-    index, config, sweep, out_dir, bar = task
-    row = dict(index=index, lr=config.lr, target=config.target, schedule=config.schedule,
-               weighting=config.weighting, seed=config.seed, quality_bar=bar)
-    try:
-        validate(config)
-    except ConfigError as err:
-        return dict(row, status="invalid", reason=str(err)), []
-    started, run_dir, checks = time.perf_counter(), os.path.join(out_dir, "runs", cell_name(index, config)), None
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")  # a diverging run overflows on purpose; its row says so
-        try:
-            checks = Checks(config, sweep)
-            outcome = _train(config, run_dir, sweep, checks)
-        except Exception as err:  # noqa: BLE001  (one failed cell must not stop the sweep; its row says why)
-            outcome = dict(status="error", reason=f"{type(err).__name__}: {err}")
-    history = checks.history if checks else []
-    row.update(outcome, run_dir=run_dir, diverged=int(outcome["status"] in ("diverged", "blow-up")))
-    passed = history[:-1] if outcome["status"] == "blow-up" else history  # the check that failed did not pass
-    row["last_good_step"] = passed[-1]["step"] if passed else None
-    reached = [h["step"] for h in history if h["energy_distance"] <= bar]
-    row["steps_to_bar"] = reached[0] if reached else None
-    row["wall_s"] = round(time.perf_counter() - started, 2)
-    return row, history
-
-
-def _train(config, run_dir, sweep, checks):
-    """Train one cell with its checks; the outcome's columns (status, reason, and for a finished run its quality)."""
-    try:
-        result = trajectory.train_with_snapshots(config, run_dir, sweep.check_every, on_segment=checks,
-                                                 evaluate=False, echo=silent)
-    except (DivergenceError, BlowUp) as err:
-        return dict(status="diverged" if isinstance(err, DivergenceError) else "blow-up", reason=str(err),
-                    diverged_at_step=getattr(err, "step", None))
-    last = checks.history[-1]
-    ema = {k: np.asarray(v, dtype=np.float64) for k, v in run.load_run(run_dir)[3].ema.items()}
-    return dict(status="ok", reason="", final_loss=result.final_loss, final_eval_loss=last["eval_loss"],
-                energy_distance=last["energy_distance"], **checks.bound(ema))
-
-
-def _spawn_pool(workers):
-    """A pool of `spawn`ed workers that start with one BLAS thread each (the variables are read at import), on the
-    device of this process (backend.DEVICE_VARIABLE, read by each worker's first backend.get_xp())."""
-    variables = {**{name: "1" for name in BLAS_THREAD_VARIABLES}, backend.DEVICE_VARIABLE: backend.device()}
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        return multiprocessing.get_context("spawn").Pool(workers)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
+def stacks(members, n_stacks):
+    """The cells grouped by what a stack shares (`runs.stack.SHARED`), each group dealt round-robin into at most
+    n_stacks stacks (so that every stack gets cells of every learning rate, and the stacks end together); and the
+    cells that share their shape with no other, to be trained alone."""
+    groups = {}
+    for index, config in members:
+        groups.setdefault(tuple(getattr(config, name) for name in SHARED), []).append((index, config))
+    together = [g[i::min(n_stacks, len(g))] for g in groups.values() if len(g) > 1 for i in range(min(n_stacks,
+                                                                                                          len(g)))]
+    alone = [g[0] for g in groups.values() if len(g) == 1]
+    return together, alone
 
 
 def floor_for(sweep):
@@ -197,25 +107,146 @@ def floor_for(sweep):
     return metrics.energy_floor(source, sweep.quality_n, np.random.default_rng([config.seed, EVAL_STREAM]))
 
 
-def run_sweep(sweep, out_dir, workers=1, progress=None):
-    """Run every cell (in `workers` processes), write OUT/sweep.csv and OUT/sweep.json; return the rows."""
+def run_sweep(sweep, out_dir, workers=1, progress=None, engine="stacked", resume=False, scheduler=None):
+    """Run every cell with `engine` (ENGINES; in `workers` processes, or on the Dask cluster at `scheduler`), write
+    OUT/sweep.csv and OUT/sweep.json; return the rows."""
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    _settings(sweep, out_dir, resume)
     floor, floor_err = floor_for(sweep)
     bar = sweep.quality_bar if sweep.quality_bar is not None else BAR_OVER_FLOOR * floor
+    grid, results = cells(sweep), {}
+    valid = []
+    for index, config in grid:  # an invalid cell's row needs no engine
+        row = Cell(index, config, sweep, out_dir, bar).first_row()
+        if "status" in row:
+            results[index] = (row, [])
+        else:
+            valid.append((index, config))
+    total = sum(config.steps for _, config in valid)
+    with open_bar(progress, total, "sweep", lambda diverged: None if diverged is None else f"{diverged} diverged") \
+            as pbar:
+        tally = _Tally(pbar)
+        for index, config in valid:
+            if resume and finished(os.path.join(out_dir, "runs", cell_name(index, config))) is not None:
+                tally(config.steps, 0)  # done before: its steps are done
+        if engine == "dask":
+            from minidiff.lab.diagnostics import cluster  # the one module that imports dask (an optional extra)
+            done = cluster.run_on_cluster(lambda n: tasks(valid, sweep, out_dir, bar, resume, n), scheduler, tally)
+        else:
+            done = _run_local(tasks(valid, sweep, out_dir, bar, resume, workers if engine == "stacked" else 0),
+                              workers, tally)
+    for row, history in done:
+        results[row["index"]] = (row, history)
+    return _write(sweep, out_dir, results, floor, floor_err)
+
+
+def _settings(sweep, out_dir, resume):
+    """Write OUT/settings.json, or with resume check that the sweep there was started with these settings."""
     os.makedirs(os.path.join(out_dir, "runs"), exist_ok=True)
-    tasks = [(i, config, sweep, out_dir, bar) for i, config in cells(sweep)]
-    results = {}
-    pool = _spawn_pool(workers) if workers > 1 else None
+    if resume:
+        check_resumable(sweep, out_dir)
+    files.save_json(os.path.join(out_dir, SETTINGS_FILE), to_plain(dataclasses.asdict(sweep)))
+
+
+def check_resumable(sweep, out_dir):
+    """A UsageError unless the sweep in out_dir (if any) was started with these settings."""
+    path, settings = os.path.join(out_dir, SETTINGS_FILE), to_plain(dataclasses.asdict(sweep))
+    if os.path.exists(path):
+        saved = ckpt.load_json(path)
+        if saved != settings:
+            differ = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+            raise UsageError(f"the sweep in {out_dir} was started with other settings ({', '.join(differ)} differ); "
+                             f"give the same options to resume it")
+
+
+class _Tally:
+    """The progress bar's count: run-steps done and cells diverged (each worker reports its own)."""
+
+    def __init__(self, bar):
+        self.bar, self.diverged = bar, 0
+
+    def __call__(self, steps, diverged):
+        self.diverged += int(diverged)
+        self.bar.update(steps, self.diverged)
+
+
+def tasks(valid, sweep, out_dir, bar, resume, n_stacks):
+    """The cells as cell.Tasks: at most n_stacks stacks of the cells that share a network shape (none for
+    n_stacks 0: every cell alone), and one task per cell that trains alone."""
+    together, alone = stacks(valid, n_stacks) if n_stacks > 0 else ([], valid)
+    return [Task(tuple(group), sweep, out_dir, bar, resume) for group in together] + [
+        Task(((index, config),), sweep, out_dir, bar, resume, stacked=False) for index, config in alone]
+
+
+def _run_local(work, workers, tally):
+    """The tasks on this machine: in this process (one worker), or in a pool of processes."""
+    if workers <= 1 or len(work) <= 1:
+        return [row for task in work for row in run_task(task, tally)]
+    reports = multiprocessing.get_context("spawn").Queue()
+    pool = _spawn_pool(min(workers, len(work)), reports)
     try:
-        done = pool.imap_unordered(run_cell, tasks) if pool else map(run_cell, tasks)
-        with open_bar(progress, len(tasks), "sweep") as pbar:
-            for row, history in done:
-                results[row["index"]] = (dict(row, energy_floor=floor, energy_floor_stderr=floor_err), history)
-                pbar.update(1)
+        pending = [pool.apply_async(_reporting, (task,)) for task in work]
+        while not all(job.ready() for job in pending):
+            _drain(reports, tally, timeout=REPORT_EVERY)
+        _drain(reports, tally, timeout=0)
+        return [row for job in pending for row in job.get()]
     finally:
-        if pool:
-            pool.close()
-            pool.join()
-    rows = [results[i][0] for i in sorted(results)]
+        pool.close()
+        pool.join()
+
+
+_reports = None  # in a worker: the queue its progress goes to (`_start_worker`)
+
+
+def _start_worker(reports):
+    """A pool worker's start: keep the progress queue, and die with the parent — a sweep killed with SIGKILL
+    takes its workers with it, so that nothing writes into its folder after it (Linux: PR_SET_PDEATHSIG)."""
+    global _reports
+    _reports = reports
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _reporting(task):
+    """run_task in a worker, its progress sent to the parent through the queue."""
+    report = Batched(lambda steps, diverged: _reports.put((steps, diverged)), REPORT_EVERY)
+    try:
+        return run_task(task, report)
+    finally:
+        report.flush()
+
+
+def _drain(reports, tally, timeout):
+    """Pass every report waiting in the queue on to the bar (waiting up to `timeout` for the first)."""
+    try:
+        item = reports.get(timeout=timeout) if timeout else reports.get_nowait()
+        while True:
+            tally(*item)
+            item = reports.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _spawn_pool(workers, reports):
+    """A pool of `spawn`ed workers that start with one BLAS thread each (the variables are read at import), on the
+    device of this process (backend.DEVICE_VARIABLE, read by each worker's first backend.get_xp())."""
+    variables = {**{name: "1" for name in BLAS_THREAD_VARIABLES}, backend.DEVICE_VARIABLE: backend.device()}
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        return multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(reports,))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _write(sweep, out_dir, results, floor, floor_err):
+    """OUT/sweep.csv and OUT/sweep.json from every cell's (row, checks); returns the rows."""
+    rows = [dict(results[i][0], energy_floor=floor, energy_floor_stderr=floor_err) for i in sorted(results)]
     save_csv(os.path.join(out_dir, "sweep.csv"), rows, COLUMNS)
     save_json(os.path.join(out_dir, "sweep.json"), dict(settings=dataclasses.asdict(sweep), rows=rows,
                                                         checks={i: results[i][1] for i in sorted(results)}))

@@ -1,0 +1,202 @@
+"""Many runs at once: R runs of one network shape trained as one stack, each in its own run folder.
+
+    train_stack(configs, out_dirs) -> [RunResult, or the exception that stopped that run]
+
+The arithmetic is `minidiff/stacked.py`'s, which gives every run the numbers it would compute alone; around it, each
+run keeps what `loop.train` keeps for one run — its folder, config.json, loss log, divergence guard and checkpoints
+(`loop.open_run`, `loop.accept`, `loop.skip_or_stop`, `folder.save_checkpoint`) — so a run of a stack leaves the
+same files, byte for byte, as the same config trained alone. The runs must share the network, the batch size, the
+dtype and the way batches are drawn; everything else (target, weighting, schedule, T, learning rate, time sampler,
+seed, number of steps, divergence options) may differ.
+
+A run that diverges leaves the stack at that step with the folder `loop.train` would leave: the last good
+checkpoint, the log rows of the steps before, and its DivergenceError as its outcome; the others go on. A skipped
+step (on_divergence="skip-step") keeps the run in the stack with its parameters as they were.
+
+Segments. With segment=k, at step 0, every k steps and at its last step, a run's checkpoint is written and
+on_segment(r, state) is called with its TrainState, as `lab.diagnostics.trajectory.train_with_snapshots` calls it
+between its segments of `loop.train`; an exception it raises takes run r out of the stack, as its outcome.
+
+Exact resume. With resume=True every run continues from its own checkpoint, at whatever step it reached (the runs
+of one stack need not stand at the same step). Ctrl-C or SIGTERM saves every run's checkpoint after the step under
+way and raises loop.Interrupted; a SIGKILL leaves each run at its last checkpoint, to resume from.
+"""
+import concurrent.futures
+import dataclasses
+import math
+
+import numpy as np
+
+from minidiff import stacked
+from minidiff.runs.folder import save_checkpoint
+from minidiff.runs.loop import (Interrupted, RunResult, accept, last_loss, loss_median, open_run, skip_or_stop,
+                                stop_requests, with_data_checksum)
+from minidiff.runs.progress import silent
+from minidiff.accel.backend import to_numpy
+from minidiff.train import DivergenceError, TrainConfig
+
+WRITERS = 8  # threads that write the runs' checkpoints at once: each write waits for its disk (fsync), not the CPU
+SHARED = ("hidden", "depth", "time_dim", "fourier_features", "learns_uncertainty", "batch_size", "dtype",
+          "randomness")  # one per stack
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """One run of the stack, as `loop.train` keeps it: all but its arrays, which are the stack's."""
+    index: int              # its position in the caller's list
+    config: TrainConfig
+    out_dir: str
+    problem: object
+    x_train: object
+    guard: object
+    log: object
+    saved: int              # the step of its checkpoint on disk
+
+
+def check_stackable(configs):
+    """Raise ValueError unless the configs can train as one stack (the SHARED options, and one data dimension)."""
+    for name in SHARED:
+        values = sorted({str(getattr(c, name)) for c in configs})
+        if len(values) > 1:
+            raise ValueError(f"the runs of a stack share {name}, got {', '.join(values)}")
+
+
+def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=None, on_exit=None, advance=None,
+                echo=silent):
+    """Train configs[r] into out_dirs[r] for every r, as one stack (module docstring); returns each run's outcome.
+
+    on_exit(r, outcome), if given, is called as run r leaves the stack, its folder complete.
+    advance(steps, stopped), if given, is told the run-steps done — at the start those the runs had done before
+    (resume), then after every stacked step its own, and for a run that stops early the steps it will not do — and
+    the number of runs that stopped early (diverged, or stopped by on_segment). echo(text) says what each run
+    reports (its skipped steps)."""
+    check_stackable(configs)
+    configs = [with_data_checksum(config) for config in configs]
+    runs, states, outcomes = [], [], [None] * len(configs)
+    for i, (config, out_dir) in enumerate(zip(configs, out_dirs)):
+        opened = open_run(config, out_dir, resume)
+        runs.append(_Run(i, config, out_dir, opened.problem, opened.x_train, opened.guard, opened.log,
+                         opened.state.step))
+        states.append(opened.state)
+    if len({x.shape[1] for x in (r.x_train for r in runs)}) > 1:
+        raise ValueError("the runs of a stack share the data dimension")
+    stack = stacked.stack_states(states)
+    advance = advance or (lambda steps, stopped: None)
+    advance(int(stack.step.sum()), 0)
+    try:
+        with stop_requests() as requested, np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                concurrent.futures.ThreadPoolExecutor(WRITERS) as writers:
+            leaving = [j for j, run in enumerate(runs) if _at_boundary(run, stack, j, segment, on_segment, outcomes,
+                                                                           echo)]
+            advance(*_unfinished(runs, stack, leaving, outcomes))
+            stack, runs = _leave(stack, runs, leaving, outcomes, on_exit)
+            problem = stacked.stack_problems([run.problem for run in runs]) if runs else None
+            while runs and not requested:
+                done = len(runs)
+                stack, runs, (left_over, stopped) = _step(stack, problem, runs, outcomes, segment, on_segment, echo,
+                                                          writers, on_exit)
+                if len(runs) < done and runs:  # some have left: the tables of those that go on
+                    problem = stacked.stack_problems([run.problem for run in runs])
+                advance(done + left_over, stopped)
+            if requested:
+                _saved_together(range(len(runs)), runs, stack, writers)
+                raise Interrupted(f"interrupted at step {int(stack.step.min())}; every run's checkpoint saved, "
+                                  f"continue with --resume")
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+        raise Interrupted("stopped at once; each run's last checkpoint is kept, continue from it with --resume") \
+            from None
+    finally:
+        for run in runs:
+            run.log.close()
+    return outcomes
+
+
+def _step(stack, problem, runs, outcomes, segment, on_segment, echo, writers, on_exit):
+    """One step of every run of the stack, each through its guard; (stack, runs that go on, how many of the others
+    stopped early)."""
+    stack, records = stacked.train_step(stack, problem, [r.problem for r in runs], [r.config for r in runs],
+                                        [r.x_train for r in runs], [loss_median(r.guard, r.config) for r in runs])
+    leaving, due = [], []
+    for j, (run, record) in enumerate(zip(runs, records)):
+        step = int(stack.step[j])
+        try:
+            if record.error is not None:
+                run.guard = skip_or_stop(record.error, step, run.guard, run.config, run.log, run.out_dir, run.saved)
+            else:
+                run.guard = accept(step, record.loss, record.grad_norm, record.t, record.per_example, run.guard,
+                                   run.config, run.log)
+        except DivergenceError as err:
+            outcomes[run.index] = err
+            leaving.append(j)
+            continue
+        if step % run.config.checkpoint_every == 0 and not _is_boundary(run, step, segment):
+            due.append(j)  # (a boundary writes its own, below)
+    for j, run in _saved_together(due, runs, stack, writers):
+        run.saved = int(stack.step[j])
+    for j, run in enumerate(runs):
+        if j not in leaving and _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
+            leaving.append(j)
+    unfinished = _unfinished(runs, stack, leaving, outcomes)
+    stack, left = _leave(stack, runs, leaving, outcomes, on_exit)
+    return stack, left, unfinished
+
+
+def _unfinished(runs, stack, leaving, outcomes):
+    """(steps that the leaving runs will not do, how many of them stopped early)."""
+    early = [j for j in leaving if not isinstance(outcomes[runs[j].index], RunResult)]
+    return sum(runs[j].config.steps - int(stack.step[j]) for j in early), len(early)
+
+
+def _saved_together(due, runs, stack, writers):
+    """Write the checkpoints of the runs at positions `due`, in threads (each write waits for its disk), and return
+    [(position, run)] once all are on disk."""
+    jobs = [(j, runs[j], writers.submit(save_checkpoint, runs[j].out_dir, stacked.state_of(stack, j), runs[j].guard,
+                                        runs[j].log, runs[j].config)) for j in due]
+    for _, _, job in jobs:
+        job.result()
+    return [(j, run) for j, run, _ in jobs]
+
+
+def _is_boundary(run, step, segment):
+    """Is `step` the end of a segment, or the run's last step?"""
+    return step >= run.config.steps or bool(segment and step % segment == 0)
+
+
+def _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
+    """At a segment's end or the run's last step: write the checkpoint and call on_segment; does the run leave?"""
+    step = int(stack.step[j])
+    last = step >= run.config.steps
+    if not _is_boundary(run, step, segment):
+        return False
+    state = stacked.state_of(stack, j)
+    run.saved = save_checkpoint(run.out_dir, state, run.guard, run.log, run.config)
+    try:
+        if on_segment is not None:
+            on_segment(run.index, _on_host(state))
+    except Exception as err:  # noqa: BLE001  (the caller's reason to stop this run: its outcome)
+        outcomes[run.index] = err
+        return True
+    if last:
+        if run.guard.skipped:
+            echo(f"{run.out_dir}: skipped {run.guard.skipped} step(s) whose loss diverged")
+        outcomes[run.index] = RunResult(run.out_dir, step, last_loss(run.guard), math.nan, math.nan, math.nan,
+                                        run.guard.skipped)
+    return last
+
+
+def _on_host(state):
+    """The TrainState with host (NumPy) arrays, as `folder.load_checkpoint` gives it back."""
+    host = lambda tree: {k: to_numpy(v) if hasattr(v, "shape") else v for k, v in tree.items()}  # noqa: E731
+    return dataclasses.replace(state, params=host(state.params), ema=host(state.ema), adam=host(state.adam))
+
+
+def _leave(stack, runs, leaving, outcomes, on_exit):
+    """The stack and runs without those at positions `leaving` (their logs closed, on_exit told)."""
+    if not leaving:
+        return stack, runs
+    for j in sorted(leaving):
+        runs[j].log.close()
+        if on_exit is not None:
+            on_exit(runs[j].index, outcomes[runs[j].index])
+    keep = [j for j in range(len(runs)) if j not in set(leaving)]
+    return stacked.take(stack, keep), [runs[j] for j in keep]
