@@ -36,5 +36,9 @@ def check_number(value, option, low=0.0, low_open=True):
     return value
 
 
+class Interrupted(RuntimeError):
+    """The user stopped the work (Ctrl-C or SIGTERM): the CLI says what was kept and exits 130."""
+
+
 class RunError(RuntimeError):
     """The work failed (diverged, did not converge, gave NaN or Inf): the CLI exits 1 with its one-line message."""

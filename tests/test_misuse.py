@@ -126,3 +126,25 @@ def test_a_full_disk_is_one_line_with_exit_1(tmp_path, monkeypatch):
                                        "--out", str(tmp_path / "run"), "--quiet"])
     assert result.exit_code == 1 and "No space left on device" in result.output
     assert "Traceback" not in result.output and not isinstance(result.exception, OSError)
+
+
+@pytest.mark.parametrize("engine, workers, sig", [("stacked", "1", signal.SIGINT), ("processes", "2", signal.SIGTERM)])
+def test_ctrl_c_and_sigterm_stop_a_sweep_keep_its_rows_and_exit_130(tmp_path, engine, workers, sig):
+    """Ctrl-C used to mark the current cell failed and go on (one worker) or train every queued cell to the end and
+    then write nothing (two). Now the whole process group gets the signal, as from a terminal, and the sweep stops."""
+    import time
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "minidiff", "sweep", "--lrs", "0.001,0.01", "--targets", "v",
+                             "--seeds", "0", "--steps", "1000000", "--T", "50", "--hidden", "8", "--depth", "1",
+                             "--check-every", "500", "--engine", engine, "--workers", workers, "--quiet",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not list(out.glob("runs/*/checkpoint.npz")) and time.time() < deadline:  # training has begun
+        time.sleep(0.2)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "sweep interrupted: 0 of 2 cells finished" in err
+    import json
+    assert json.loads((out / "sweep.json").read_text())["interrupted"] is True

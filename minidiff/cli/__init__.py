@@ -15,11 +15,12 @@ full, read-only, gone) is one line and exit status 1; Ctrl-C or SIGTERM is one l
 """
 import os
 import signal
+import sys
 import threading
 
 import click
 
-from minidiff.errors import RunError, UsageError
+from minidiff.errors import Interrupted, RunError, UsageError
 from minidiff.runs.loop import EXIT_INTERRUPTED
 from minidiff.cli import figures, info, measure, sweep, train
 
@@ -41,6 +42,12 @@ class Group(click.Group):
             raise _click_error(err, _command_context(self, ctx)) from None
         except RunError as err:
             raise click.ClickException(str(err)) from None
+        except Interrupted as err:  # what was kept, and how to go on
+            click.echo(str(err), err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:  # the reader went away (`minidiff schedules | head`): stop quietly, as Unix tools do
+            _quiet_stdout()
+            raise click.exceptions.Exit(1) from None
         except OSError as err:  # the disk: full, read-only, removed under us
             raise click.ClickException(f"cannot go on: {_os_message(err)}") from None
         except KeyboardInterrupt:
@@ -65,6 +72,14 @@ def _interrupt(signum, frame):
 
 def _main_thread():
     return threading.current_thread() is threading.main_thread()
+
+
+def _quiet_stdout():
+    """Point stdout at /dev/null, so that Python's flush at exit does not report the closed pipe again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's captured stream)
+        pass
 
 
 def _os_message(err):

@@ -99,8 +99,13 @@ def evaluate(config, *, progress=None, echo=silent):
     setup = setup_of(config)
     echo(f"{config.n} points of {setup.name}; {setup.schedule.describe()}; σ_t² = {config.variance}, "
          f"t: {config.t_sampling}")
-    bounds, flows = likelihoods(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
-                                ode=config.ode, rtol=config.rtol, atol=config.atol, progress=progress)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a broken model is reported below, not warned about
+            bounds, flows = likelihoods(setup, seed=config.seed, variance=config.variance,
+                                        t_sampling=config.t_sampling, ode=config.ode, rtol=config.rtol,
+                                        atol=config.atol, progress=progress)
+    except likelihood.SolverError as err:
+        raise RunError(f"{config.run_dir or 'the oracle'}: {err}") from None
     title = f"{setup.name}, {setup.schedule.name}, T = {setup.schedule.T}"
     discrete = discrete_bounds(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
                                progress=progress)

@@ -90,6 +90,8 @@ def _load(config):
     if config.n * network.data_dim > datafile.MAX_VALUES:
         raise UsageError(f"{config.n} samples of {network.data_dim} numbers are more than {datafile.MAX_VALUES}",
                          option="--n")
+    if run_config.data_file:  # the data travel with the run: a changed or deleted file is refused here too
+        datafile.load_run_data(run_config.data_file, run_config.data_sha256)
     return run_config, network, stats, state
 
 
