@@ -149,10 +149,14 @@ def shifted(alpha_bar, shift):
     return alpha_bar / (alpha_bar + shift ** 2 * (1.0 - alpha_bar))
 
 
+MAX_SHIFT = 1e6  # λ moved by at most 2 log 1e6 ≈ 27.6 either way: beyond it ᾱ is 0 or 1 to double precision
+
+
 def check_shift(shift):
     if isinstance(shift, bool) or not isinstance(shift, (int, float, np.floating, np.integer)) \
-            or not (np.isfinite(shift) and shift > 0):
-        raise ScheduleError(f"the log-SNR shift must be a positive number (1: no shift), got {shift!r}")
+            or not (np.isfinite(shift) and 1 / MAX_SHIFT <= shift <= MAX_SHIFT):
+        raise ScheduleError(f"the log-SNR shift must be a number between {1 / MAX_SHIFT:g} and {MAX_SHIFT:g} "
+                            f"(1: no shift), got {shift!r}")
 
 
 def lookup(name, T, options):

@@ -6,6 +6,8 @@ every function that takes a name takes them too, and a run's config.json says ex
 out keeps its published default.
 """
 
+import math
+
 KEY_ALIASES = {"γ": "gamma", "σ_data": "sigma_data", "sigma_d": "sigma_data", "P_mean": "p_mean", "P_std": "p_std"}
 
 
@@ -13,7 +15,7 @@ def parse(spec, known, kind, aliases=None):
     """(name, {key: value}) of `spec`; known = {name: {key: default}}, aliases = {other name: name}.
 
     A ValueError names what was wrong and what is allowed: an unknown name, an unknown key, a value that is not a
-    number.
+    finite number.
     """
     if not isinstance(spec, str):
         raise ValueError(f"a {kind} is a name, got {spec!r}")
@@ -34,6 +36,8 @@ def parse(spec, known, kind, aliases=None):
             values[key] = float(text)
         except ValueError:
             raise ValueError(f"{kind} {name}: {key} must be a number, got {text!r}") from None
+        if not math.isfinite(values[key]):
+            raise ValueError(f"{kind} {name}: {key} must be a finite number, got {text!r}")
     return name, values
 
 

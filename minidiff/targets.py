@@ -59,8 +59,9 @@ def check_identifiable(name, alpha_bar):
     """A ValueError for an eps or score model asked for x0_hat where ᾱ = 0 (zero SNR): there x_t = ε carries nothing
     of x_0, and x0_hat = (x_t − √(1 − ᾱ) ε_hat)/√ᾱ divides by zero (Lin et al. 2023, §3.2). v and x0 are defined."""
     if canonical_target(name) in ("eps", "score") and alpha_bar == 0:
-        raise ValueError(f"a {name}-prediction model is undefined at zero terminal SNR (zero SNR): x_0 cannot be "
-                         f"recovered from ε where ᾱ = 0 (Lin et al. 2023, §3.2); use the v or x0 target")
+        raise ValueError(f"an {name}-prediction model is undefined at zero terminal SNR (zero SNR): x_0 cannot be "
+                         f"recovered from ε where ᾱ = 0 (Lin et al. 2023, §3.2); use a target defined there "
+                         f"(x0, v, mu, flow or edm)")
 
 
 def make_target(name, schedule, x0, eps, t):

@@ -24,9 +24,10 @@ from minidiff import nn, objective, optim
 from minidiff.accel.autodiff import value_and_vjp
 from minidiff.accel.backend import get_xp, to_device, to_numpy
 from minidiff.accel.fused import fusable
-from minidiff.errors import UsageError
+from minidiff.errors import RunError, UsageError
 from minidiff.layers import uncertainty_weighted, weighted_squared_error
 from minidiff.preconditioning import EDM_SIGMA_DATA
+from minidiff.named_schedules import MAX_SHIFT
 from minidiff.schedules import between_steps
 from minidiff.targets import canonical_target, check_identifiable, loss_weight, make_target, parse_weighting
 from minidiff.timesteps import TimestepSampler, parse_t_sampling
@@ -240,7 +241,7 @@ class TrainState:
     timesteps: TimestepSampler
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(RunError):
     """Training produced a non-finite loss or gradient, or a loss explosion; raised before the update is applied.
 
     The message names the step, what went wrong, the t range of the batch, the target and the learning rate;
@@ -387,8 +388,8 @@ def _range_checks(config):
         (config.time_dim % 2 == 0, f"time_dim must be even (sin and cos halves), got {config.time_dim}"),
         (config.explosion_factor > 1, f"explosion_factor must be > 1 (inf turns the check off), got "
                                       f"{config.explosion_factor}"),
-        (config.snr_shift > 0 and np.isfinite(config.snr_shift), f"snr_shift must be a positive number (1: no shift), "
-                                                                 f"got {config.snr_shift}"),
+        (1 / MAX_SHIFT <= config.snr_shift <= MAX_SHIFT, f"snr_shift must be between {1 / MAX_SHIFT:g} and "
+                                                         f"{MAX_SHIFT:g} (1: no shift), got {config.snr_shift}"),
         (config.sigma_data > 0 and np.isfinite(config.sigma_data), f"sigma_data must be a positive number, got "
                                                                    f"{config.sigma_data}"),
         (config.checkpoint_every % config.log_every == 0,

@@ -84,3 +84,67 @@ def test_train_into_a_folder_another_process_writes_is_refused_and_deletes_nothi
     assert result.exit_code == 2 and "in use by another minidiff process" in result.output
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert CliRunner().invoke(main, args + ["--force"]).exit_code == 0  # the holder is gone: --force works again
+
+
+def diverged_run(tmp_path):
+    """The issue's recipe for a run whose weights blow up: lr 100, no warmup, no clipping."""
+    from click.testing import CliRunner
+    from minidiff.cli import main
+    out = tmp_path / "r_div"
+    result = CliRunner().invoke(main, ["train", "--steps", "200", "--hidden", "16", "--T", "50", "--lr", "100",
+                                       "--warmup-steps", "0", "--grad-clip", "1e9", "--out", str(out), "--quiet"])
+    assert result.exit_code == 1 and "diverged" in result.output
+    return out
+
+
+def test_the_commands_on_a_diverged_run_end_in_one_line_and_write_nothing(tmp_path):
+    """elbo used to hang on this run; sample wrote its NaN samples with exit 0."""
+    from click.testing import CliRunner
+    from minidiff.cli import main
+    out = diverged_run(tmp_path)
+    samples = tmp_path / "x.npy"
+    result = CliRunner().invoke(main, ["sample", str(out), "--n", "50", "--steps", "10", "--out", str(samples),
+                                       "--quiet"])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output and not samples.exists()
+    result = CliRunner().invoke(main, ["elbo", str(out), "--n", "2", "--rtol", "1e-3", "--atol", "1e-3"])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output
+    assert str(out) in result.output or "cannot load run" in result.output  # the message names the run
+
+
+def test_a_full_disk_is_one_line_with_exit_1(tmp_path, monkeypatch):
+    """A full disk gave an OSError traceback; here every atomic write fails with ENOSPC, as on a full disk."""
+    import errno
+    from click.testing import CliRunner
+    from minidiff.cli import main
+
+    def full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(files, "atomic_write", full)
+    result = CliRunner().invoke(main, ["train", "--steps", "4", "--hidden", "8", "--depth", "1", "--T", "20",
+                                       "--batch-size", "8", "--log-every", "2", "--checkpoint-every", "4",
+                                       "--out", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, OSError)
+
+
+@pytest.mark.parametrize("engine, workers, sig", [("stacked", "1", signal.SIGINT), ("processes", "2", signal.SIGTERM)])
+def test_ctrl_c_and_sigterm_stop_a_sweep_keep_its_rows_and_exit_130(tmp_path, engine, workers, sig):
+    """Ctrl-C used to mark the current cell failed and go on (one worker) or train every queued cell to the end and
+    then write nothing (two). Now the whole process group gets the signal, as from a terminal, and the sweep stops."""
+    import time
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "minidiff", "sweep", "--lrs", "0.001,0.01", "--targets", "v",
+                             "--seeds", "0", "--steps", "1000000", "--T", "50", "--hidden", "8", "--depth", "1",
+                             "--check-every", "500", "--engine", engine, "--workers", workers, "--quiet",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while not list(out.glob("runs/*/checkpoint.npz")) and time.time() < deadline:  # training has begun
+        time.sleep(0.2)
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "sweep interrupted: 0 of 2 cells finished" in err
+    import json
+    assert json.loads((out / "sweep.json").read_text())["interrupted"] is True

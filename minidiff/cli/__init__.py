@@ -9,14 +9,24 @@ A thin layer over the library, one module per command group:
 Each command reads its options into a library config, whose fields give the options their defaults, and calls
 one library function; the library checks everything before any work is done, so nothing is written before the
 options are known to be good. Its refusals are `minidiff.errors.UsageError`, which the group (`Group`) turns into
-click's usage error for every command: the message on one line, exit status 2 (click's convention).
+click's usage error for every command: the message on one line, exit status 2 (click's convention). The group also
+gives every command the same ends: a failure of the work (`minidiff.errors.RunError`) or of the disk (an OSError:
+full, read-only, gone) is one line and exit status 1; Ctrl-C or SIGTERM is one line and exit status 130.
 """
+import os
+import signal
+import sys
+import threading
+
 import click
 
-from minidiff.errors import UsageError
+from minidiff.errors import Interrupted, RunError, UsageError
+from minidiff.runs.loop import EXIT_INTERRUPTED
 from minidiff.cli import figures, info, measure, sweep, train
 
 VERSION = "0.1.0"
+INTERNAL_ERROR = "internal error"  # what an unexpected exception is called: a bug, never the user's mistake
+DEBUG_VARIABLE = "MINIDIFF_DEBUG"
 
 
 class Group(click.Group):
@@ -25,10 +35,57 @@ class Group(click.Group):
     else."""
 
     def invoke(self, ctx):
+        previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
         try:
             return super().invoke(ctx)
         except UsageError as err:
             raise _click_error(err, _command_context(self, ctx)) from None
+        except RunError as err:
+            raise click.ClickException(str(err)) from None
+        except Interrupted as err:  # what was kept, and how to go on
+            click.echo(str(err), err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except BrokenPipeError:  # the reader went away (`minidiff schedules | head`): stop quietly, as Unix tools do
+            _quiet_stdout()
+            raise click.exceptions.Exit(1) from None
+        except OSError as err:  # the disk: full, read-only, removed under us
+            raise click.ClickException(f"cannot go on: {_os_message(err)}") from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing unfinished was written as if complete", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as err:  # a bug of minidiff's: one line for the user (MINIDIFF_DEBUG=1 shows the traceback)
+            if os.environ.get(DEBUG_VARIABLE):
+                raise
+            raise click.ClickException(f"{INTERNAL_ERROR} ({type(err).__name__}: {err}); please report it, with the "
+                                       f"command (run it with {DEBUG_VARIABLE}=1 for the traceback)") from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    """SIGTERM, outside the training loop (which has its own, `runs.loop.stop_requests`): stop as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+def _quiet_stdout():
+    """Point stdout at /dev/null, so that Python's flush at exit does not report the closed pipe again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (a test's captured stream)
+        pass
+
+
+def _os_message(err):
+    """'PATH: reason' of an OSError, in one line."""
+    where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+    return f"{where}{err.strerror or err}"
 
 
 def _click_error(err, ctx):

@@ -5,6 +5,8 @@ import sys
 
 import click
 
+from minidiff.errors import UsageError
+
 from minidiff import schedules, targets
 from minidiff.accel import backend
 from minidiff.train import TrainConfig
@@ -34,9 +36,15 @@ def list_option(name, help, config, parse=str, check=None):
             raise click.BadParameter("give at least one value, separated by commas")
         try:
             return tuple(check(parse(v)) if check else parse(v) for v in items)
-        except ValueError as err:  # parse's, or the library check's (a UsageError is a ValueError)
+        except UsageError as err:  # the library check's
             raise click.BadParameter(str(err)) from None
+        except ValueError as err:  # parse's: float('x'), int('1.5')
+            raise click.BadParameter(f"each value must be a {_kind(parse)} ({err})") from None
     return click.option(name, default=default, show_default=True, help=help, callback=callback)
+
+
+def _kind(parse):
+    return {int: "whole number", float: "number"}.get(parse, "name")
 
 
 def weighting_name(name):

@@ -19,7 +19,7 @@ def schedules(T, plot, snr_shift):
         files.check_output_file(plot, files.FIGURE_EXTENSIONS)
     echo_lines(reports.schedules_table(T, snr_shift))
     if plot is not None:
-        figures.save(figures.schedules_figure(T), plot)
+        figures.save(figures.schedules_figure(T, shift=snr_shift), plot)
         click.echo(f"wrote {plot}")
 
 

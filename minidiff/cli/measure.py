@@ -51,10 +51,7 @@ def elbo(**options):
     evaluates the analytic optimal denoiser alone. Nats per example and bits per dimension.
     """
     config = evaluate.ElboConfig(**options)
-    try:
-        result = evaluate.evaluate(config, progress=progress_bar(quiet=False), echo=click.echo)
-    except RuntimeError as err:  # the ODE solver gave up (too many steps)
-        raise click.ClickException(str(err)) from None
+    result = evaluate.evaluate(config, progress=progress_bar(quiet=False), echo=click.echo)
     echo_lines(evaluate.table(result.bounds, result.flows, result.exact, result.discrete))
     if config.plot is not None:
         figures.save(figures.elbo_terms_figure(result.bounds, title=result.title), config.plot)
@@ -89,7 +86,9 @@ def gradvar(quiet, **options):
     Without RUN: at initialisation, for every schedule × target × weighting, with the scale of each target
     against t. With RUN folders: at each run's checkpoint and along its parameter snapshots.
     """
-    config = GradvarConfig(**options, own_weighting="weightings" not in given_options())
+    given = given_options()
+    entry.check_run_options(options["runs"], given)
+    config = GradvarConfig(**options, own_weighting="weightings" not in given)
     echo_lines(*entry.gradvar(config, progress=progress_bar(quiet)))
 
 

@@ -25,7 +25,7 @@ from minidiff.runs import checkpoint, files, loop as run
 from minidiff.runs.progress import open_bar, silent
 from minidiff import data, likelihood, mixture
 from minidiff.elbo import check_terminal_snr, elbo
-from minidiff.errors import UsageError
+from minidiff.errors import RunError, UsageError, check_number
 from minidiff.schedules import Schedule, make_schedule
 from minidiff.targets import canonical_target
 from minidiff.train import make_problem, model_fn
@@ -99,12 +99,26 @@ def evaluate(config, *, progress=None, echo=silent):
     setup = setup_of(config)
     echo(f"{config.n} points of {setup.name}; {setup.schedule.describe()}; σ_t² = {config.variance}, "
          f"t: {config.t_sampling}")
-    bounds, flows = likelihoods(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
-                                ode=config.ode, rtol=config.rtol, atol=config.atol, progress=progress)
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a broken model is reported below, not warned about
+            bounds, flows = likelihoods(setup, seed=config.seed, variance=config.variance,
+                                        t_sampling=config.t_sampling, ode=config.ode, rtol=config.rtol,
+                                        atol=config.atol, progress=progress)
+    except likelihood.SolverError as err:
+        raise RunError(f"{config.run_dir or 'the oracle'}: {err}") from None
     title = f"{setup.name}, {setup.schedule.name}, T = {setup.schedule.T}"
     discrete = discrete_bounds(setup, seed=config.seed, variance=config.variance, t_sampling=config.t_sampling,
                                progress=progress)
+    _check_finite(config, {**bounds, **flows, **{f"{k} (discrete)": v for k, v in discrete.items()}})
     return Evaluation(setup, bounds, flows, exact_nll(setup.name, setup.x0), title, discrete)
+
+
+def _check_finite(config, results):
+    """A RunError naming the run for a bound or NLL that is NaN or Inf: it is never reported as if it were one."""
+    broken = [label for label, result in results.items() if not np.isfinite(result.nats)]
+    if broken:
+        raise RunError(f"the likelihood of {config.run_dir or 'the oracle'!r} is NaN or Inf ({', '.join(broken)}): "
+                       f"its model's predictions are not finite (has it diverged?)")
 
 
 def setup_of(config):
@@ -114,6 +128,8 @@ def setup_of(config):
         files.check_output_file(config.plot, files.FIGURE_EXTENSIONS)
         if config.t_sampling != "exact":
             raise UsageError("the plot of L_t needs every term: use --t-sampling exact", option="--plot")
+    check_number(config.rtol, "--rtol")
+    check_number(config.atol, "--atol")
     if config.run_dir is None and not config.oracle:
         raise UsageError("give a RUN folder, or --oracle (with --dataset, --schedule, --T) for the exact optimal "
                          "denoiser of a mixture")

@@ -142,7 +142,8 @@ def sweep_table(rows):
 def schedules_table(T, shift=1.0):
     """Every schedule at T steps, without and with zero terminal SNR: ᾱ at both ends, SNR and log-SNR range, the
     prior term; a schedule that is not defined at T says why. shift ≠ 1 moves every schedule in log-SNR by
-    −2 log shift (SD3's time shift, Esser et al. 2024, eqs. 23–24)."""
+    −2 log shift (SD3's time shift, Esser et al. 2024, eqs. 23–24); a shift out of range is a ScheduleError."""
+    schedules.check_shift(shift)
     header = f"{'schedule':<16}{'zero-SNR':>9}{'ᾱ_0':>12}{'ᾱ_T-1':>12}{'SNR_0':>11}{'SNR_T-1':>11}" \
              f"{'λ_0':>9}{'λ_T-1':>9}{'prior KL':>11}"
     lines = [header, "-" * len(header)]

@@ -29,9 +29,13 @@ def atomic_write(path, write):
     fd, tmp = tempfile.mkstemp(prefix=TEMPORARY_PREFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as err:  # NumPy says "4000 requested and 2032 written": say which file, and why
+                raise OSError(err.errno, f"could not be written ({err.strerror or err}); is the disk full?",
+                              path) from None
         os.chmod(tmp, FILE_MODE & ~_UMASK)  # mkstemp makes the file private (0600); give it the usual mode
         os.replace(tmp, path)
         _fsync_folder(folder)  # the rename itself reaches the disk (POSIX: a directory entry is data of the folder)
@@ -63,6 +67,17 @@ def remove_temporaries(folder):
 
 def save_json(path, obj):
     atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def check_output_folder(out, option="--out"):
+    """A UsageError, before any work, for a folder that is a file or cannot be made or written (read-only)."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"{option} {out!r} is a file, not a folder")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise UsageError(f"{option} {out!r} cannot be written: {parent!r} is not a writable folder")
 
 
 def check_output_file(path, extensions):

@@ -26,6 +26,7 @@ import threading
 
 import numpy as np
 
+from minidiff import errors
 from minidiff.runs import checkpoint as ckpt, files
 from minidiff import data, metrics, nn, objective, optim
 from minidiff.runs import datafile
@@ -58,7 +59,7 @@ class RunResult:
     skipped_steps: int = 0
 
 
-class Interrupted(RuntimeError):
+class Interrupted(errors.Interrupted):
     """Training was stopped by the user (Ctrl-C or SIGTERM); the message says which checkpoint holds the run."""
 
 
@@ -257,13 +258,26 @@ def _row_due(step, config):
     return step % config.log_every == 0 or step == config.steps
 
 
+_signals_left_to_parent = False
+
+
+def leave_signals_to_parent():
+    """In a worker process: Ctrl-C is ignored (it reaches the whole process group; the parent stops the sweep) and
+    SIGTERM ends the process at once, as the parent's pool.terminate() expects; training installs no handler."""
+    global _signals_left_to_parent
+    _signals_left_to_parent = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def stop_requests():
     """While open, Ctrl-C (SIGINT) and SIGTERM only ask the loop to stop: the list it yields gets the signal's number.
     After the first Ctrl-C a second one raises KeyboardInterrupt at once. Outside the main thread, where Python
-    allows no signal handlers, Ctrl-C keeps its usual meaning."""
+    allows no signal handlers, Ctrl-C keeps its usual meaning; so it does in a worker process of a sweep, whose
+    parent decides for it (`leave_signals_to_parent`)."""
     requested = []
-    if threading.current_thread() is not threading.main_thread():
+    if _signals_left_to_parent or threading.current_thread() is not threading.main_thread():
         yield requested
         return
 
@@ -300,17 +314,17 @@ def finish(out_dir, state, problem, config, x_held, stats, eval_rng, loss, echo,
 
 def _final_samples(out_dir, state, problem, config, shape, stats, eval_rng):
     """Samples of `shape` from the EMA weights, in the data's units, saved as samples.npy; NaN or Inf samples
-    mean the model has diverged (DivergenceError)."""
+    mean the model has diverged (DivergenceError, and nothing saved)."""
     model = model_fn(state.ema, problem, config)
     with np.errstate(over="ignore", invalid="ignore"):  # a broken model is reported below, not warned about
         x = sample(model, problem.target, problem.schedule, shape, eval_rng)
     if stats is not None:
         x = datafile.unstandardize(x, stats)
-    files.atomic_write(os.path.join(out_dir, "samples.npy"), lambda f: np.save(f, x))
     broken = int(np.sum(~np.all(np.isfinite(x), axis=1)))
-    if broken:
+    if broken:  # never written as if they were samples
         raise DivergenceError(f"training ended at step {state.step}, but {broken} of {len(x)} samples from its EMA "
                               f"weights are NaN or Inf: the model has diverged (see {ckpt.LOG_FILE})", state.step)
+    files.atomic_write(os.path.join(out_dir, "samples.npy"), lambda f: np.save(f, x))
     return x
 
 

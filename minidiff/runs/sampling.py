@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from minidiff import data
-from minidiff.errors import UsageError
+from minidiff.errors import RunError, UsageError, check_number
 from minidiff.runs import checkpoint, datafile, folder, loop
 from minidiff.runs.progress import open_bar
 from minidiff.sample import sample
@@ -50,21 +50,29 @@ def sample_run(config, progress=None):
     """Samples of the run in config.run_dir (module docstring); progress: a bar factory (runs/progress.py)."""
     run_config, network, stats, state = _load(config)
     held = _held_out(run_config) if config.held_out else None
-    problem = make_problem(run_config)
-    model = model_fn(state.ema if config.weights == "ema" else state.params, problem, run_config)
-    steps = config.steps or run_config.T
-    try:
-        with open_bar(progress, steps, f"sampling ({config.sampler})") as bar:
-            x = sample(model, problem.target, problem.schedule, (config.n, network.data_dim),
-                       np.random.default_rng(config.seed), sampler=config.sampler, steps=config.steps,
-                       spacing=config.spacing, eta=config.eta, variance=config.variance, clip=config.clip,
-                       progress=bar.update)
-    except ValueError as err:  # an option the run cannot use (a spacing, a start at zero SNR), found before drawing
-        raise UsageError(str(err)) from None
+    x = _draw(config, run_config, state, (config.n, network.data_dim), progress)
+    broken = int(np.sum(~np.all(np.isfinite(x), axis=1)))
+    if broken:  # never written as if they were samples
+        raise RunError(f"{broken} of {len(x)} samples from run {config.run_dir!r} are NaN or Inf: its model has "
+                       f"diverged ({config.weights} weights); nothing was written")
     if stats is not None:
         x = datafile.unstandardize(x, stats)
     image_shape = None if run_config.data_file else data.DATASETS[run_config.dataset].image_shape
-    return Samples(x, held, f"{config.sampler}, {steps} steps", image_shape)
+    return Samples(x, held, f"{config.sampler}, {config.steps or run_config.T} steps", image_shape)
+
+
+def _draw(config, run_config, state, shape, progress):
+    """The sampler's draws of `shape` from the run's model (in the model's space)."""
+    problem = make_problem(run_config)
+    model = model_fn(state.ema if config.weights == "ema" else state.params, problem, run_config)
+    try:
+        with open_bar(progress, config.steps or run_config.T, f"sampling ({config.sampler})") as bar, \
+                np.errstate(over="ignore", invalid="ignore"):  # a broken model is reported by the caller
+            return sample(model, problem.target, problem.schedule, shape, np.random.default_rng(config.seed),
+                          sampler=config.sampler, steps=config.steps, spacing=config.spacing, eta=config.eta,
+                          variance=config.variance, clip=config.clip, progress=bar.update)
+    except ValueError as err:  # an option the run cannot use (a spacing, a start at zero SNR), found before drawing
+        raise UsageError(str(err)) from None
 
 
 def _load(config):
@@ -74,11 +82,16 @@ def _load(config):
         run_config, network, stats, state = folder.load_run(config.run_dir)
     except checkpoint.CheckpointError as err:
         raise UsageError(f"cannot load run {config.run_dir!r}: {err}") from None
+    check_number(config.eta, "--eta", low_open=False)
+    if config.clip is not None:
+        check_number(config.clip, "--clip")
     if config.steps is not None and config.steps > run_config.T:
         raise UsageError(f"at most T = {run_config.T} steps", option="--steps")
     if config.n * network.data_dim > datafile.MAX_VALUES:
         raise UsageError(f"{config.n} samples of {network.data_dim} numbers are more than {datafile.MAX_VALUES}",
                          option="--n")
+    if run_config.data_file:  # the data travel with the run: a changed or deleted file is refused here too
+        datafile.load_run_data(run_config.data_file, run_config.data_sha256)
     return run_config, network, stats, state
 
 

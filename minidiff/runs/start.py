@@ -144,13 +144,7 @@ def _check_config(config):
 def _prepare_out(out, force):
     """Refuse an out that is a file, cannot be created, or already holds a run (unless force); with force, refuse a
     folder that holds anything but a run's files (force deletes only what a run wrote)."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} is a file, not a folder")
-    parent = os.path.abspath(out)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-        raise UsageError(f"--out {out!r} cannot be written: {parent!r} is not a writable folder")
+    files.check_output_folder(out)
     existing = [f for f in RUN_FILES if os.path.exists(os.path.join(out, f))]
     if existing and not force:
         raise UsageError(f"run folder {out!r} already holds a run; use --force to overwrite it or --resume to "

@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import NamedTuple
 
-from minidiff.errors import UsageError
+from minidiff.errors import RunError, UsageError, check_number
 from minidiff.runs import checkpoint, files, folder
 from minidiff.runs.progress import silent
 from minidiff.targets import TARGETS
@@ -113,8 +113,9 @@ def gradvar(config, progress=None):
     loadable_runs(config.runs)
     if not config.runs:
         applied.check_measurable(config.dataset, config.schedules, config.targets, config.weightings, T=config.T)
-        if config.buckets > config.T:
-            raise UsageError(f"at most T = {config.T} buckets", option="--buckets")
+    smallest_T = min([folder.load_config(r)[0].T for r in config.runs] or [config.T])
+    if config.buckets > smallest_T:
+        raise UsageError(f"at most T = {smallest_T} buckets", option="--buckets")
     measure = dict(n=config.n, n_buckets=config.buckets, by=config.by, seed=config.seed, progress=progress)
     scales = None
     if config.runs:
@@ -127,6 +128,7 @@ def gradvar(config, progress=None):
         scales = applied.target_study(config.dataset, config.schedules, config.targets, config.weightings, T=config.T,
                                       seed=config.seed)
     settings = dict(runs=config.runs, n=config.n, buckets=config.buckets, by=config.by, seed=config.seed)
+    check_finite([r["all"][k] for r in records for k in ("mean_norm", "trace_cov")], "gradient noise")
     written = reports.write_gradvar(records, config.out, plot, settings, targets=scales)
     return Report(reports.gradvar_table(records), written)
 
@@ -137,6 +139,7 @@ def landscape(config, progress=None):
     if config.points % 2 == 0:
         raise UsageError(f"{config.points} is even; give an odd number so that α = 0 is on the slice",
                          option="--points")
+    check_number(config.span, "--span")
     if not config.runs:
         raise UsageError("give at least one RUN folder")
     loadable_runs(config.runs)
@@ -147,6 +150,7 @@ def landscape(config, progress=None):
                                          seed=config.seed, weights=config.weights, progress=progress)
     line = applied.interpolation_between(runs[0], runs[1], n=config.n, seed=config.seed,
                                          weights=config.weights) if pair else None
+    check_finite([r["loss"] for r in results], "loss at the run's parameters")
     written = reports.write_landscape(results, line, config.out, plot)
     return Report(reports.landscape_table(results), written)
 
@@ -182,6 +186,25 @@ def _check_engine(request):
         raise UsageError("--engine dask needs --scheduler ADDRESS, and --scheduler goes with --engine dask only")
 
 
+RUN_OWNED = ("dataset", "schedules", "targets", "T", "hidden", "depth")  # gradvar RUN reads these from the run
+
+
+def check_run_options(runs, given):
+    """A UsageError for options that a run fixes (RUN_OWNED) given with RUN folders: they would be ignored."""
+    owned = [f"--{name.replace('_', '-')}" for name in RUN_OWNED if name in given]
+    if runs and owned:
+        raise UsageError(f"{', '.join(owned)} come from the run; give them only without RUN")
+
+
+def check_finite(numbers, what):
+    """A RunError when the headline numbers of a measurement (the loss, the mean gradient norm, tr Σ) are NaN or
+    Inf — a model whose predictions overflow: nothing is then written as if it were a measurement. (Other numbers
+    may be NaN by right: B_simple where the unbiased |G|² is ≤ 0, the statistics of an empty λ-bucket.)"""
+    if not all(math.isfinite(float(x)) for x in numbers):
+        raise RunError(f"the {what} is NaN or Inf: the model's predictions are not finite (has it diverged?); "
+                       f"nothing was written")
+
+
 def check_lr(value):
     """`value`, if it is a positive number (a learning rate of a sweep's grid); a UsageError otherwise."""
     if not (value > 0 and math.isfinite(value)):
@@ -209,8 +232,7 @@ def loadable_runs(runs):
 def _prepare_sweep_out(out, force, resume=False, delete=True):
     """A UsageError for a file in the way, or a sweep already there without force or resume (force clears its runs,
     if delete; resume needs one there)."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} is a file, not a folder")
+    files.check_output_folder(out)
     if force and resume:
         raise UsageError("--resume continues the sweep in --out and --force starts it again; give one of them")
     if resume:

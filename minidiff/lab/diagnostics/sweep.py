@@ -32,9 +32,9 @@ import sys
 import numpy as np
 
 from minidiff.accel import backend
-from minidiff.errors import UsageError
+from minidiff.errors import Interrupted, UsageError
 from minidiff import data, metrics
-from minidiff.runs import checkpoint as ckpt, datafile, files
+from minidiff.runs import checkpoint as ckpt, datafile, files, loop
 from minidiff.runs.progress import Batched, open_bar
 from minidiff.runs.stack import SHARED
 from minidiff.train import TrainConfig
@@ -130,15 +130,36 @@ def run_sweep(sweep, out_dir, workers=1, progress=None, engine="stacked", resume
         for index, config in valid:
             if resume and finished(os.path.join(out_dir, "runs", cell_name(index, config))) is not None:
                 tally(config.steps, 0)  # done before: its steps are done
-        if engine == "dask":
-            from minidiff.lab.diagnostics import cluster  # the one module that imports dask (an optional extra)
-            done = cluster.run_on_cluster(lambda n: tasks(valid, sweep, out_dir, bar, resume, n), scheduler, tally)
-        else:
-            done = _run_local(tasks(valid, sweep, out_dir, bar, resume, workers if engine == "stacked" else 0),
-                              workers, tally)
+        try:
+            done = _run(engine, valid, sweep, out_dir, bar, resume, workers, scheduler, tally)
+        except (KeyboardInterrupt, Interrupted):  # keep what finished, say so, and stop
+            return _interrupted(sweep, out_dir, valid, results, floor, floor_err)
     for row, history in done:
         results[row["index"]] = (row, history)
     return _write(sweep, out_dir, results, floor, floor_err)
+
+
+def _run(engine, valid, sweep, out_dir, bar, resume, workers, scheduler, tally):
+    """The (row, checks) of every valid cell, trained by `engine`."""
+    if engine == "dask":
+        from minidiff.lab.diagnostics import cluster  # the one module that imports dask (an optional extra)
+        return cluster.run_on_cluster(lambda n: tasks(valid, sweep, out_dir, bar, resume, n), scheduler, tally)
+    return _run_local(tasks(valid, sweep, out_dir, bar, resume, workers if engine == "stacked" else 0), workers,
+                      tally)
+
+
+def _interrupted(sweep, out_dir, valid, results, floor, floor_err):
+    """After Ctrl-C or SIGTERM: the rows of the cells that finished, written as an interrupted sweep
+    (sweep.json's "interrupted"), then Interrupted — `--resume` trains the rest."""
+    for index, config in valid:
+        done = finished(os.path.join(out_dir, "runs", cell_name(index, config)))
+        if done is not None:
+            results[index] = done
+    _write(sweep, out_dir, results, floor, floor_err, interrupted=True)
+    count = sum(1 for index, _ in valid if index in results)
+    raise Interrupted(f"sweep interrupted: {count} of {len(valid)} cells finished, their rows are in "
+                      f"{os.path.join(out_dir, 'sweep.csv')} (marked interrupted in sweep.json); continue with "
+                      f"--resume") from None
 
 
 def _settings(sweep, out_dir, resume):
@@ -191,6 +212,9 @@ def _run_local(work, workers, tally):
             _drain(reports, tally, timeout=REPORT_EVERY)
         _drain(reports, tally, timeout=0)
         return [row for job in pending for row in job.get()]
+    except BaseException:  # Ctrl-C, SIGTERM: stop the workers now, not after their cells
+        pool.terminate()
+        raise
     finally:
         pool.close()
         pool.join()
@@ -204,6 +228,7 @@ def _start_worker(reports):
     takes its workers with it, so that nothing writes into its folder after it (Linux: PR_SET_PDEATHSIG)."""
     global _reports
     _reports = reports
+    loop.leave_signals_to_parent()  # Ctrl-C reaches the whole process group: the parent decides
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -244,10 +269,12 @@ def _spawn_pool(workers, reports):
                 os.environ[name] = value
 
 
-def _write(sweep, out_dir, results, floor, floor_err):
-    """OUT/sweep.csv and OUT/sweep.json from every cell's (row, checks); returns the rows."""
+def _write(sweep, out_dir, results, floor, floor_err, interrupted=False):
+    """OUT/sweep.csv and OUT/sweep.json from every cell's (row, checks); returns the rows. An interrupted sweep's
+    files hold only the cells that finished, and sweep.json says it was interrupted."""
     rows = [dict(results[i][0], energy_floor=floor, energy_floor_stderr=floor_err) for i in sorted(results)]
     save_csv(os.path.join(out_dir, "sweep.csv"), rows, COLUMNS)
     save_json(os.path.join(out_dir, "sweep.json"), dict(settings=dataclasses.asdict(sweep), rows=rows,
-                                                        checks={i: results[i][1] for i in sorted(results)}))
+                                                        checks={i: results[i][1] for i in sorted(results)},
+                                                        **({"interrupted": True} if interrupted else {})))
     return rows

@@ -6,13 +6,14 @@ from minidiff.lab.figures.style import new_figure, save
 from minidiff.lab.figures.images import image_samples_figure, pairs_figure
 
 
-def schedules_figure(T=1000, names=None, zero_terminal_snr=(False, True)):
-    """ᾱ, SNR and log-SNR against t for each named schedule (dashed: its zero-terminal-SNR rescale)."""
+def schedules_figure(T=1000, names=None, zero_terminal_snr=(False, True), shift=1.0):
+    """ᾱ, SNR and log-SNR against t for each named schedule (dashed: its zero-terminal-SNR rescale), shifted in
+    log-SNR by −2 log shift."""
     fig, axes = new_figure(3)
     for i, name in enumerate(names or SCHEDULES):
         for zero in zero_terminal_snr:
             try:
-                schedule = make_schedule(name, T, zero_terminal_snr=zero, warn=False)
+                schedule = make_schedule(name, T, zero_terminal_snr=zero, shift=shift, warn=False)
             except ScheduleError:
                 continue
             style = dict(color=f"C{i}", ls="--" if zero else "-", lw=1.2, label=None if zero else name)

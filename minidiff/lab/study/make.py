@@ -58,6 +58,7 @@ def make(config, *, progress=None, echo=silent):
     """Regenerate the figures `config` names, then the study; (files written, the study's path or None). echo(line)
     hears each step's outcome."""
     path = study_path(config)
+    files.check_output_folder(config.out)
     written = study.regenerate(list(config.names) or list(study.FIGURE_NAMES), config.out, quick=config.quick,
                                seed=config.seed, svg=config.svg, workers=config.workers, progress=progress)
     echo(f"wrote {len(written)} files into {config.out}")
