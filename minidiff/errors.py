@@ -15,8 +15,6 @@ A failure of the work itself — training that diverged, a solver that could not
 finite — is a `RunError` (train.DivergenceError, likelihood.SolverError, …): one line, exit status 1, and nothing
 that looks complete is written.
 """
-
-
 import math
 
 

@@ -148,3 +148,58 @@ def test_ctrl_c_and_sigterm_stop_a_sweep_keep_its_rows_and_exit_130(tmp_path, en
     assert "Traceback" not in err and "sweep interrupted: 0 of 2 cells finished" in err
     import json
     assert json.loads((out / "sweep.json").read_text())["interrupted"] is True
+
+
+def invoke(*args):
+    from click.testing import CliRunner
+    from minidiff.cli import main
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+TINY_ARGS = ["--hidden", "8", "--depth", "1", "--T", "20", "--batch-size", "8", "--log-every", "2",
+             "--checkpoint-every", "2", "--quiet"]
+
+
+def test_a_diverged_training_saves_no_nan_samples(tmp_path):
+    """train used to write samples.npy full of NaN before it said the model had diverged."""
+    out = diverged_run(tmp_path)
+    assert not (out / "samples.npy").exists() and not (out / "quality.json").exists()
+
+
+def test_sample_refuses_a_run_whose_data_file_changed(tmp_path):
+    """Without --plot, sample did not read the data file at all, so a changed file went unnoticed."""
+    data = tmp_path / "points.npy"
+    write_points(data, 100)
+    assert invoke("train", "--data", data, "--steps", "2", *TINY_ARGS, "--out", tmp_path / "run").exit_code == 0
+    write_points(data, 100, seed=1)
+    result = invoke("sample", tmp_path / "run", "--n", "4", "--steps", "2", "--quiet")
+    assert result.exit_code == 2 and "not the one this run was trained on" in result.output
+
+
+def test_gradvar_of_a_run_refuses_the_options_the_run_fixes(tmp_path):
+    """They used to be ignored without a word (the run's own T, targets, … were measured)."""
+    assert invoke("train", "--steps", "2", *TINY_ARGS, "--out", tmp_path / "run").exit_code == 0
+    result = invoke("gradvar", tmp_path / "run", "--T", "50", "--targets", "eps", "--out", tmp_path / "g.json")
+    assert result.exit_code == 2 and "--targets, --T come from the run" in result.output
+    assert not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.parametrize("shift", ["1e300", "1e-300", "nan"])
+def test_schedules_refuses_a_shift_out_of_range(shift):
+    """It printed 'not defined' for every schedule and exited 0."""
+    result = invoke("schedules", "--snr-shift", shift)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_measurement_of_a_model_whose_predictions_overflow_is_refused(tmp_path):
+    """gradvar wrote nan/inf into its .json, .csv and figure and exited 0 for a model whose EMA weights overflow."""
+    from minidiff.runs import checkpoint as ckpt
+    out = tmp_path / "run"
+    assert invoke("train", "--steps", "2", *TINY_ARGS, "--dtype", "float64", "--out", out).exit_code == 0
+    tree = ckpt.load_arrays(str(out / "checkpoint.npz"))
+    for key in tree["ema"]:
+        if key.endswith(".W"):
+            tree["ema"][key] = tree["ema"][key] * 1e200  # finite weights, infinite predictions
+    ckpt.save_arrays(str(out / "checkpoint.npz"), tree)
+    result = invoke("gradvar", out, "--n", "8", "--buckets", "2", "--out", tmp_path / "g.json", "--quiet")
+    assert result.exit_code == 1 and "NaN or Inf" in result.output and not (tmp_path / "g.json").exists()
