@@ -64,13 +64,15 @@ def velocity_coefficients(target, view):
     return velocity[0], velocity[1]
 
 
-def prediction_trace(model, x, t):
-    """(P, tr ∂P/∂x): the model's prediction at (x, t) and the trace of its Jacobian per row, exactly.
+def prediction_trace(model, x, t, probes=None):
+    """(P, tr ∂P/∂x): the model's prediction at (x, t) and the trace of its Jacobian per row.
 
-    Uses `model.jacobian_trace(x, t)` if the model has one; else D vector-Jacobian products by autograd, one per
+    Exactly: `model.jacobian_trace(x, t)` if the model has one; else D vector-Jacobian products by autograd, one per
     output coordinate (rows are independent, so one product with e_d in every row gives every row's ∂P_d/∂x).
+    With probes (K, n, D), Hutchinson's estimate instead: the mean over k of z_kᵀ (∂P/∂x) z_k, K products whatever
+    D is; unbiased when E[z zᵀ] = I (Rademacher z, Hutchinson 1990), as FFJORD does (Grathwohl et al. 2019, §3.1).
     """
-    if hasattr(model, "jacobian_trace"):
+    if hasattr(model, "jacobian_trace") and probes is None:
         return model(x, t), model.jacobian_trace(x, t)
     try:
         vjp, prediction = make_vjp(lambda x_: model(x_, t))(x)
@@ -78,6 +80,10 @@ def prediction_trace(model, x, t):
         raise TypeError(f"the model cannot be differentiated by autograd with respect to x_t ({error}); give it a "
                         f"jacobian_trace(x_t, t) method, or use likelihood.network_model for a trained run") from None
     trace = np.zeros(len(x))
+    if probes is not None:
+        for z in probes:
+            trace += np.sum(vjp(z) * z, axis=1) / len(probes)
+        return np.asarray(prediction), trace
     for d in range(x.shape[1]):
         unit = np.zeros_like(x)
         unit[:, d] = 1.0
@@ -201,8 +207,9 @@ class FlowNLL:
     steps: int  # accepted solver steps
 
 
-def flow(model, schedule, target):
-    """f(φ, [x | ℓ]) = [v̂ | tr ∂v̂/∂x]: the probability-flow ODE augmented with the divergence, (B, D+1)."""
+def flow(model, schedule, target, probes=None):
+    """f(φ, [x | ℓ]) = [v̂ | tr ∂v̂/∂x]: the probability-flow ODE augmented with the divergence, (B, D+1); with
+    probes, the divergence is Hutchinson's estimate with those probes (`prediction_trace`)."""
     target = canonical_target(target)
 
     def f(phi, state):
@@ -210,22 +217,29 @@ def flow(model, schedule, target):
         t = np.full(len(x), timestep_at(schedule, phi))
         view = between_steps(schedule, t)
         a, b = velocity_coefficients(target, view)
-        prediction, trace = prediction_trace(model, x, t)
+        prediction, trace = prediction_trace(model, x, t, probes)
         return np.concatenate([a[:, None] * prediction + b[:, None] * x, (a * trace + b * x.shape[1])[:, None]], 1)
     return f
 
 
-def flow_nll(model, schedule, x0, *, target, rtol=RTOL, atol=ATOL, stats=None, progress=None):
+def flow_nll(model, schedule, x0, *, target, rtol=RTOL, atol=ATOL, stats=None, progress=None, probes=0, rng=None):
     """−log p(x_0) of the model's probability-flow ODE, exactly up to the solver's tolerance (module docstring).
 
     x0 (n, D) is in data space; with a run's standardisation stats the model lives in standardised space and
     Σ log std_d is added (change of variables). progress(fraction) follows the solve.
+    probes=K > 0: the divergence by Hutchinson's estimate with K Rademacher probes per example, drawn once from rng
+    and kept along the whole solve (the path x_φ does not depend on them, so the log-density of each example is
+    unbiased, with a variance that K reduces); for networks in many dimensions, where D products per step are too
+    many. 0: exact.
     """
     check_terminal_snr(schedule, target)
     x = standardized(x0, stats)
     n, D = x.shape
     phi = step_angles(schedule)
-    state, evals, steps = solve_ode(flow(model, schedule, target), phi[0], phi[-1], np.concatenate(
+    if probes and rng is None:
+        raise ValueError("Hutchinson's probes need a generator: rng")
+    z = rng.choice([-1.0, 1.0], size=(probes, n, D)) if probes else None
+    state, evals, steps = solve_ode(flow(model, schedule, target, z), phi[0], phi[-1], np.concatenate(
         [np.cos(phi[0]) * x, np.zeros((n, 1))], axis=1), rtol=rtol, atol=atol, progress=progress)
     latent, trace_integral = state[:, :-1], state[:, -1]
     prior = -0.5 * np.sum(LOG_2PI + latent ** 2, axis=1)  # log N(x; 0, I)

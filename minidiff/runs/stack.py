@@ -27,13 +27,17 @@ import math
 
 import numpy as np
 
-from minidiff import stacked
+from minidiff import nn, stacked
 from minidiff.runs.folder import save_checkpoint
 from minidiff.runs.loop import (Interrupted, RunResult, accept, last_loss, loss_median, open_run, skip_or_stop,
                                 stop_requests, with_data_checksum)
 from minidiff.runs.progress import silent
-from minidiff.accel.backend import to_numpy
-from minidiff.train import DivergenceError, TrainConfig
+from minidiff.accel.backend import to_device, to_numpy
+from minidiff.forward import posterior_variance
+from minidiff.sample import respaced
+from minidiff.schedules import timestep_spacing
+from minidiff.targets import check_identifiable, to_x0_eps
+from minidiff.train import DivergenceError, TrainConfig, input_scale_at, time_inputs
 
 WRITERS = 8  # threads that write the runs' checkpoints at once: each write waits for its disk (fsync), not the CPU
 SHARED = ("hidden", "depth", "time_dim", "fourier_features", "learns_uncertainty", "batch_size", "dtype",
@@ -200,3 +204,75 @@ def _leave(stack, runs, leaving, outcomes, on_exit):
             on_exit(runs[j].index, outcomes[runs[j].index])
     keep = [j for j in range(len(runs)) if j not in set(leaving)]
     return stacked.take(stack, keep), [runs[j] for j in keep]
+
+
+# --- sampling many runs at once -------------------------------------------------------------------------------------
+
+def stacked_models(params_list, problems, configs, timesteps):
+    """forward(x, i) -> (R, n, D) predictions for x (R, n, D) at timesteps[i]: the R networks of one shape as one
+    stacked network (nn.apply on (R, …) params, in their dtype); per run it computes what `train.model_fn` does
+    with the same params (the same casts, the same time input and c_in, read from tables over `timesteps` made
+    once), so each prediction is that run's."""
+    params = stacked.stack([{k: to_numpy(v) for k, v in p.items()} for p in params_list])
+    dtype = problems[0].dtype
+    timesteps = np.asarray(timesteps)
+    time = np.stack([time_inputs(p.schedule, c.time_input, timesteps) for p, c in zip(problems, configs)])  # (R, K)
+    scale = np.stack([np.broadcast_to(np.asarray(input_scale_at(p, timesteps), dtype=np.float64).reshape(-1),
+                                      timesteps.shape) for p in problems])  # (R, K): c_in, or 1
+    time, scaled = to_device(time.astype(dtype)), bool(np.any(scale != 1))
+
+    def forward(x, i):
+        x_in = np.asarray(x, dtype=np.float64) * scale[:, i, None, None] if scaled else np.asarray(x, np.float64)
+        out = nn.apply(params, to_device(x_in.astype(dtype)), time[:, i:i + 1])
+        return np.asarray(to_numpy(out), dtype=np.float64)
+    return forward
+
+
+def _conversions(problem, timesteps):
+    """(x0 from P, x0 from x, ε from P, ε from x) at the timesteps, each (K,): targets.to_x0_eps is linear in
+    (P, x_t), x0_hat = a P + b x_t and eps_hat = c P + d x_t, so its coefficients are its values at unit inputs."""
+    ones, zeros = np.ones((len(timesteps), 1)), np.zeros((len(timesteps), 1))
+    x0_p, eps_p = to_x0_eps(problem.target, problem.schedule, ones, zeros, timesteps)
+    x0_x, eps_x = to_x0_eps(problem.target, problem.schedule, zeros, ones, timesteps)
+    return x0_p[:, 0], x0_x[:, 0], eps_p[:, 0], eps_x[:, 0]
+
+
+def sample_stack(params_list, problems, configs, n, rngs, *, sampler="ddpm", steps=None):
+    """(R, n, D) samples of R runs of one network shape and one T, drawn together: `sample.sample` with
+    sampler 'ddpm' (σ² = β̃) or 'ddim' (η = 0) on the linspace grid of `steps` (default T), with the networks
+    evaluated as one stack (`stacked_models`) and each run's update read from its own tables. Run r draws its
+    x_T and its noise from rngs[r] in the order sample() does, so its samples are those of sample() with that
+    generator, to rounding (the conversion to (x0_hat, eps_hat) is applied as coefficients, not by to_x0_eps)."""
+    if sampler not in ("ddpm", "ddim"):
+        raise ValueError(f"sample_stack draws with ddpm or ddim, not {sampler!r}")
+    T = {p.schedule.T for p in problems}
+    if len(T) != 1:
+        raise ValueError(f"the runs sampled together share T, got {sorted(T)}")
+    T = T.pop()
+    timesteps = timestep_spacing(T, steps or T, "linspace")
+    forward, R = stacked_models(params_list, problems, configs, timesteps), len(problems)
+    D = np.shape(params_list[0]["out.W"])[-1]
+    subs = []
+    for p in problems:
+        check_identifiable(p.target, p.schedule.alpha_bar[timesteps[0]])
+        subs.append(respaced(p.schedule, timesteps))
+    column = lambda rows: np.asarray(rows, dtype=np.float64).reshape(R, -1)  # noqa: E731  (R, K) tables
+    x0_p, x0_x, eps_p, eps_x = (column(rows) for rows in zip(*(_conversions(p, timesteps) for p in problems)))
+    if sampler == "ddpm":
+        coef_x0, coef_xt = column([s.coef_x0 for s in subs]), column([s.coef_xt for s in subs])
+        noise = np.sqrt(column([posterior_variance(s, "beta_tilde") for s in subs]))
+    else:
+        prev = column([s.alpha_bar_prev for s in subs])
+        root_prev, root_rest = np.sqrt(prev), np.sqrt(1 - prev)
+    x = np.stack([rng.standard_normal((n, D)) for rng in rngs])
+    for i in range(len(timesteps)):
+        k, at = len(timesteps) - 1 - i, lambda table, j: table[:, j, None, None]  # noqa: E731
+        prediction = forward(x, i)
+        x0_hat = at(x0_p, i) * prediction + at(x0_x, i) * x
+        if sampler == "ddpm":
+            mean = at(coef_x0, k) * x0_hat + at(coef_xt, k) * x  # post eq. (8) with x0_hat for x_0
+            x = mean if k == 0 else mean + at(noise, k) * np.stack([rng.standard_normal((n, D)) for rng in rngs])
+        else:
+            eps_hat = at(eps_p, i) * prediction + at(eps_x, i) * x
+            x = at(root_prev, k) * x0_hat + at(root_rest, k) * eps_hat  # DDIM eq. (12), η = 0
+    return x
