@@ -15,7 +15,7 @@ from minidiff.cli.common import option, progress_bar
 @option("--out", "output folder", make.FiguresConfig, type=click.Path(file_okay=False))
 @click.option("--svg", is_flag=True, help="also write SVG files")
 @option("--seed", None, make.FiguresConfig, type=click.IntRange(min=0))
-@option("--workers", "processes for the stability sweep", make.FiguresConfig, type=click.IntRange(min=1))
+@option("--workers", "processes for the stacks of runs and the likelihoods", make.FiguresConfig, type=click.IntRange(min=1))
 @click.option("--study", type=click.Path(dir_okay=False), default=None,
               help=f"also write the study (markdown) from the data [default: {make.STUDY_FILE} for a full set]")
 @click.option("--quiet", is_flag=True, help="no progress bar")

@@ -147,24 +147,3 @@ def nll_figure(data):
     ax.set_title(f"{data['dataset']}: trained networks ({data['steps']} steps) against the exact NLL", fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def zero_snr_figure(data):
-    """Energy distance (and the error of the sample mean) with and without the zero-terminal-SNR rescale."""
-    fig, axes = new_figure(2, width=3.6, height=3.0)
-    rows = data["rows"]
-    schedules = list(dict.fromkeys(r["schedule"] for r in rows))
-    x = np.arange(len(schedules))
-    for j, zero in enumerate((False, True)):
-        pick = {r["schedule"]: r for r in rows if r["zero_terminal_snr"] == zero}
-        label = "zero terminal SNR" if zero else "as published"
-        for ax, key in zip(axes[0], ("energy_distance", "mean_error")):
-            ax.bar(x + (j - 0.5) * 0.4, [pick[s][key] for s in schedules], 0.4, label=label, color=f"C{j}")
-    axes[0, 0].axhline(rows[0]["energy_floor"], color="0.3", ls="--", lw=1, label="data-vs-data floor")
-    for ax, title in zip(axes[0], ("energy distance to held-out data", "‖mean(samples) − mean(data)‖")):
-        ax.set_xticks(x, schedules, fontsize=8)
-        ax.set_title(title, fontsize=9)
-    axes[0, 0].legend(fontsize=7)
-    fig.suptitle(f"{data['target']}-prediction on {data['dataset']}: does the terminal SNR matter?")
-    fig.tight_layout()
-    return fig

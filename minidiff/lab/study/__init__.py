@@ -32,18 +32,24 @@ class Budget:
     landscape_n: int  # examples of the fixed batch a landscape is evaluated on
     landscape_points: int  # points of a 1-D slice
     landscape_grid: int  # points per side of a 2-D slice
-    sweep_lrs: tuple
-    sweep_seeds: tuple
-    sweep_steps: int
-    sweep_hidden: int
+    rank_seeds: int  # seeds of every formulation's cell (formulations.py, ranking.py)
+    rank_steps: int
+    rank_hidden: int
+    rank_lrs: tuple  # the first is the ranking's learning rate; with the others, the stability grid
+    rank_quality_n: int  # samples per energy distance at the end of a run
+    rank_check_n: int  # samples per energy distance of the checks along a run
+    rank_kl_n: int  # held-out points of the exact KL
+    resolution_seeds: int
 
 
 QUICK = Budget("quick", train_steps=300, snapshot_every=100, quality_n=500, gradvar_n=512, elbo_n=200, ode_tol=1e-3,
-               landscape_n=256, landscape_points=15, landscape_grid=7, sweep_lrs=(1e-3, 1e-1), sweep_seeds=(0,),
-               sweep_steps=200, sweep_hidden=32)
-FULL = Budget("full", train_steps=4000, snapshot_every=500, quality_n=2000, gradvar_n=4096, elbo_n=1000,
+               landscape_n=256, landscape_points=15, landscape_grid=7, rank_seeds=2, rank_steps=100, rank_hidden=32,
+               rank_lrs=(1e-2, 1e-1), rank_quality_n=200, rank_check_n=100, rank_kl_n=32, resolution_seeds=1)
+FULL = Budget("full", train_steps=4000, snapshot_every=500, quality_n=2000, gradvar_n=4096, elbo_n=500,
               ode_tol=1e-5, landscape_n=1024, landscape_points=41, landscape_grid=21,
-              sweep_lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), sweep_seeds=(0, 1), sweep_steps=2000, sweep_hidden=64)
+              rank_seeds=5,
+              rank_steps=1000, rank_hidden=64, rank_lrs=(1e-2, 1e-3, 3e-2, 1e-1), rank_quality_n=256,
+              rank_check_n=128, rank_kl_n=128, resolution_seeds=3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,16 +74,22 @@ def _entries():
         "gradvar_along": Entry("gradient noise along training", e.gradvar_along, e.draw_gradvar_along),
         "landscape": Entry("loss-landscape slices per target", e.landscape, e.draw_landscape),
         "trajectory": Entry("training trajectories in their PCA plane", e.trajectory, e.draw_trajectory),
-        "stability": Entry("divergence over learning rate × target", e.stability, e.draw_stability),
         "nll": Entry("model NLL against the oracle's exact NLL on gmm2d", e.nll, e.draw_nll),
-        "zero_snr": Entry("terminal SNR and sample quality", e.zero_snr, e.draw_zero_snr),
+        "formulation_ranking": Entry("formulations ranked over datasets, metrics and seeds", e.formulation_ranking,
+                                     e.draw_formulation_ranking),
+        "lr_stability": Entry("learning-rate ranges per formulation, by sampler", e.lr_stability, e.draw_lr_stability),
+        "schedule_kl": Entry("schedules and resolution shifts by exact KL", e.schedule_kl, e.draw_schedule_kl),
         "brightness": Entry("terminal SNR and the brightness of images (the exact denoiser)", e.brightness,
                             e.draw_brightness),
     }
 
 
 FIGURE_NAMES = ("schedules", "forward", "target_scale", "weighting", "elbo_terms", "training", "samples", "gradvar",
-                "gradvar_along", "landscape", "trajectory", "stability", "nll", "zero_snr", "brightness")
+                "gradvar_along", "landscape", "trajectory", "nll", "brightness", "formulation_ranking", "lr_stability",
+                "schedule_kl")
+
+
+SHARED_RUNS = ("training", "samples", "gradvar_along", "landscape", "trajectory", "nll")  # the runs per target
 
 
 class Context:
@@ -113,6 +125,9 @@ def regenerate(names, out_dir, *, quick=False, seed=0, svg=False, workers=1, pro
     budget = QUICK if quick else FULL
     os.makedirs(os.path.join(out_dir, "data"), exist_ok=True)
     context = Context(budget, seed, os.path.join(out_dir, "runs", budget.name), workers)
+    if set(names) & set(SHARED_RUNS):
+        from minidiff.lab.study import trained
+        trained.prefetch(context, trained.default_jobs(context))
     written = []
     with open_bar(progress, len(names), "figures", show=lambda name: name) as bar:
         for name in names:

@@ -6,7 +6,6 @@ moons, one per target on gmm2d, the zero-terminal-SNR runs) are trained once int
 while their configuration is unchanged; every run is seeded, so reusing one gives the same numbers as retraining it.
 """
 import os
-import shutil
 import warnings
 
 import numpy as np
@@ -16,18 +15,16 @@ from minidiff.mixture import oracle
 from minidiff.sample import sample
 from minidiff.lab import figures
 from minidiff.lab.diagnostics import applied
-from minidiff.lab.diagnostics.sweep import BAR_OVER_FLOOR, SweepConfig, run_sweep
 from minidiff.schedules import SCHEDULES, PriorTermWarning, make_schedule
 from minidiff.targets import TARGETS, WEIGHTINGS, implied_weighting, mse_factor
 from minidiff.train import TrainConfig
-from minidiff.lab.study import trained as shared
+from minidiff.lab.study import formulations as forms, ranking, ranks, trained as shared
 
 T = 1000  # every experiment uses the reference T of Ho et al. 2020
 FORWARD_STEPS = (0, 50, 150, 300, 500, 999)
 ROUND = 5  # decimals kept for points stored in JSON (samples, the forward process)
 FLOOR_TIMES = 25  # timesteps at which the oracle's loss floor is estimated (Monte Carlo over x_t)
 WEIGHTING_POINTS = 200  # timesteps kept per w(λ) curve, log-spaced in t so that the clean end is dense
-SWEEP_BATCH, SWEEP_DEPTH, SWEEP_QUALITY_N = 128, 2, 500  # the sweep's smaller runs: 64-wide (FULL), 2 hidden layers
 BRIGHTNESS_DATASETS = ("brightness", "brightness32")  # 8×8 images and the same at 32×32
 BRIGHTNESS_SCHEDULE, BRIGHTNESS_STEPS = "scaled_linear", 100  # Stable Diffusion's schedule leaks: √ᾱ_{T−1} = 0.068
 
@@ -212,50 +209,12 @@ def draw_trajectory(data):
 
 # --- stability, likelihood, terminal SNR -------------------------------------------------------------------------
 
-def stability(context):
-    b = context.budget
-    base = dict(dataset="moons", T=T, steps=b.sweep_steps, batch_size=SWEEP_BATCH, hidden=b.sweep_hidden,
-                depth=SWEEP_DEPTH, log_every=50, checkpoint_every=50)
-    sweep = SweepConfig(lrs=b.sweep_lrs, targets=TARGETS, seeds=b.sweep_seeds, base=base,
-                        check_every=max(b.sweep_steps // 4, 50), quality_n=min(b.quality_n, SWEEP_QUALITY_N))
-    folder = context.path("sweep")
-    shutil.rmtree(folder, ignore_errors=True)
-    rows = run_sweep(sweep, folder, workers=context.workers)
-    keep = ("lr", "target", "schedule", "weighting", "seed", "status", "diverged", "diverged_at_step",
-            "steps_to_bar", "energy_distance", "energy_floor", "quality_bar", "elbo_nats", "reason")
-    settings = dict(base, seeds=len(b.sweep_seeds), quality_n=sweep.quality_n, quality_steps=sweep.quality_steps,
-                    bar_over_floor=BAR_OVER_FLOOR)
-    return dict(settings=settings, rows=[{k: r.get(k) for k in keep} for r in rows])
-
-
-def draw_stability(data):
-    return figures.sweep_figure(data["rows"])
-
-
 def nll(context):
     return shared.trained_likelihoods(context)
 
 
 def draw_nll(data):
     return figures.nll_figure(data)
-
-
-def zero_snr(context):
-    rows = []
-    for schedule in ("linear", "cosine", "scaled_linear"):
-        for zero in (False, True):
-            out, config = shared.moons_run(context, "v", schedule=schedule, zero_terminal_snr=zero, snapshots=False)
-            quality = shared.quality(context, out)
-            held = shared.held_out(context, "moons")
-            rows.append(dict(schedule=schedule, zero_terminal_snr=zero,
-                             alpha_bar_last=_quiet_schedule(schedule, zero_terminal_snr=zero).alpha_bar[-1],
-                             mean_error=np.linalg.norm(quality["samples"].mean(0) - held.mean(0)),
-                             energy_distance=quality["energy_distance"], energy_floor=quality["energy_floor"]))
-    return dict(target="v", dataset="moons", rows=rows)
-
-
-def draw_zero_snr(data):
-    return figures.zero_snr_figure(data)
 
 
 # --- what the terminal SNR does to images ---------------------------------------------------------------------------
@@ -285,3 +244,37 @@ def brightness(context):
 
 def draw_brightness(data):
     return figures.brightness_figure(data)
+
+
+# --- the second edition: formulations ranked, their learning-rate ranges, schedules by exact KL -------------------
+
+def _edition(context, groups, dataset=None):
+    """The cells of `groups` (on `dataset`, if given) of the second edition's runs (ranking.py), with its settings."""
+    data = context.memo("ranking", lambda: ranking.measure_all(context))
+    return dict(data, cells=[c for c in data["cells"] if c["group"] in groups
+                             and (dataset is None or c["dataset"] == dataset)])
+
+
+def formulation_ranking(context):
+    return _edition(context, ("rank",))
+
+
+def draw_formulation_ranking(data):
+    return figures.ranking_figure(ranks.ranking(data), ranks.metric_columns(data))
+
+
+def lr_stability(context):
+    return _edition(context, ("rank", "lr"), forms.STABILITY_DATASET)
+
+
+def draw_lr_stability(data):
+    table, _ = ranks.stability(data)
+    return figures.lr_stability_figure(table, sorted(data["settings"]["lrs"]), data["settings"]["seeds"])
+
+
+def schedule_kl(context):
+    return _edition(context, ("schedule", "resolution"))
+
+
+def draw_schedule_kl(data):
+    return figures.schedule_kl_figure(ranks.schedule_table(data), ranks.resolution_table(data))

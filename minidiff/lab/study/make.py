@@ -19,7 +19,7 @@ from minidiff.lab.study import render
 FIGURES_FOLDER = "figures"  # where the project keeps its figures
 STUDY_FILE = os.path.join("docs", "study.md")  # the study of a full set written into FIGURES_FOLDER
 STUDY_EXTENSIONS = (".md",)
-DEFAULT_WORKERS = os.cpu_count() or 1  # processes of the stability sweep: one per core
+DEFAULT_WORKERS = os.cpu_count() or 1  # processes of the stacks of runs and the likelihoods: one per core
 
 
 class IncompleteStudy(RuntimeError):

@@ -12,38 +12,14 @@ import re
 import numpy as np
 
 from minidiff.runs.files import atomic_write
-from minidiff.lab.study import FIGURE_NAMES, data_path
+from minidiff.targets import TARGETS as ALL_TARGETS
+from minidiff.lab.study import FIGURE_NAMES, data_path, render_ranking
+from minidiff.lab.study.text import fmt, table  # noqa: F401  (fmt: the study's number format, tested)
 
 NEEDED = FIGURE_NAMES
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "template.md")
-TARGETS = ("eps", "x0", "v", "score", "mu")
+TARGETS = tuple(ALL_TARGETS)
 LAMBDAS = (6.0, 0.0, -6.0)  # log-SNR at which the weighting table reads w(λ): little noise, SNR = 1, much noise
-
-
-def fmt(value, digits=3):
-    """A number for the text: 3 significant digits, '–' for missing, '∞' and 'NaN' spelled out."""
-    if value is None:
-        return "–"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e4):
-        return str(int(value))
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "∞" if value > 0 else "−∞"
-    if value == 0:
-        return "0"
-    if 1e-3 <= abs(value) < 1e4:  # plain notation with `digits` significant digits (more for large numbers)
-        return f"{value:.{max(digits - 1 - math.floor(math.log10(abs(value))), 0)}f}"
-    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
-
-
-def table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def _pm(pair):
@@ -126,26 +102,6 @@ def landscape_table(d):
                   "PCA ratio 2"], rows)
 
 
-def _cells(d, target, lr):
-    return [r for r in d["stability"]["rows"] if r["target"] == target and r["lr"] == lr]
-
-
-def stability_table(d):
-    lrs = sorted({r["lr"] for r in d["stability"]["rows"]})
-    rows = []
-    for target in TARGETS:
-        row = [target]
-        for lr in lrs:
-            cells = _cells(d, target, lr)
-            diverged = sum(bool(c["diverged"]) for c in cells)
-            reached = sum(c["steps_to_bar"] is not None for c in cells)
-            finished = [c["energy_distance"] for c in cells if not c["diverged"] and c["energy_distance"] is not None]
-            median = fmt(float(np.median(finished)), 2) if finished else "–"
-            row.append(f"{diverged}/{len(cells)} · {reached}/{len(cells)} · {median}")
-        rows.append(row)
-    return table(["target"] + [f"lr {lr:g}" for lr in lrs], rows)
-
-
 def _weighting_at(curve, log_snr):
     lam, w = np.asarray(curve["log_snr"], dtype=float), np.asarray(curve["w"], dtype=float)
     ok = np.isfinite(lam) & np.isfinite(w)
@@ -179,16 +135,22 @@ def training_table(d):
     return table(["target", "first logged loss", "last logged loss", "energy distance", "data floor"], rows)
 
 
-def zero_snr_table(d):
-    rows = [[r["schedule"], "yes" if r["zero_terminal_snr"] else "no", r["alpha_bar_last"], r["energy_distance"],
-             r["energy_floor"], r["mean_error"]] for r in d["zero_snr"]["rows"]]
-    return table(["schedule", "zero SNR", "ᾱ_{T−1}", "energy distance", "data floor", "‖mean error‖"], rows)
+def brightness_table(d):
+    rows = []
+    for r in d["brightness"]["rows"]:
+        runs = {(x["sampler"], x["zero_terminal_snr"]): x for x in r["runs"]}
+        rows.append([r["dataset"], str(r["dim"]), r["leaked_snr"], r["std"], r["beyond"]]
+                    + [runs[(sampler, zero)][key] for sampler in ("ddpm", "ddim") for zero in (False, True)
+                       for key in ("std", "beyond")])
+    return table(["data", "D", "SNR of the brightness left in x_T", "data: std of brightness", "data: beyond ±0.5"]
+                 + [f"{sampler.upper()}{', zero SNR' if zero else ''}: {key}" for sampler in ("ddpm", "ddim")
+                    for zero in (False, True) for key in ("std", "beyond ±0.5")], rows)
 
 
 TABLES = {"schedules": schedules_table, "elbo_terms": elbo_terms_table, "target_scale": target_scale_table,
           "gradvar": gradvar_table, "gradvar_along": gradvar_along_table, "landscape": landscape_table,
-          "stability": stability_table, "nll": nll_table, "training": training_table, "zero_snr": zero_snr_table,
-          "weighting": weighting_table}
+          "nll": nll_table, "training": training_table, "brightness": brightness_table,
+          "weighting": weighting_table, **render_ranking.TABLES}
 
 
 # --- the numbers quoted in the prose -------------------------------------------------------------------------------
@@ -249,41 +211,17 @@ def _near_noise(d):
             and r["alpha_bar_last"] < NEAR_NOISE]
 
 
-NAMES = {"eps": "ε", "x0": "x0", "v": "v", "score": "the score", "mu": "μ"}
-USABLE_OVER_BAR = 2.0  # "usable" samples: a median energy distance within twice the sweep's quality bar
-
-
-def _words(items, empty="none"):
-    """'a', 'a and b', 'a, b and c', or `empty`."""
-    items = list(items)
-    return empty if not items else items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _holds(cells, kind):
-    """Whether the sweep cells of one (target, lr) show `kind`: diverged, reached (the bar), usable or blown (samples
-    beyond use: a median energy distance above 1 or infinite)."""
-    if kind == "diverged":
-        return any(c["diverged"] for c in cells)
-    if kind == "reached":
-        return any(c["steps_to_bar"] is not None for c in cells)
-    finished = [c["energy_distance"] for c in cells if not c["diverged"] and c["energy_distance"] is not None]
-    if not finished:
-        return False
-    median = float(np.median(finished))
-    return median > 1 if kind == "blown" else median <= USABLE_OVER_BAR * cells[0]["quality_bar"]
-
-
-def _sweep_lrs(d):
-    return sorted({r["lr"] for r in d["stability"]["rows"]})
+def _brightness(d, dataset, sampler=None, zero=None):
+    row = next(r for r in d["brightness"]["rows"] if r["dataset"] == dataset)
+    if sampler is None:
+        return row
+    return next(x for x in row["runs"] if x["sampler"] == sampler and x["zero_terminal_snr"] == (zero == "zero"))
 
 
 VALUES = {
-    "table": lambda d, name: TABLES[name](d),
-    "stab_targets": lambda d, lr, kind: _words(NAMES[t] for t in TARGETS if _holds(_cells(d, t, float(lr)), kind)),
-    "stab_lrs": lambda d, target, kind: _words((f"{lr:g}" for lr in _sweep_lrs(d) if _holds(_cells(d, target, lr), kind)),
-                                               empty="no rate"),
-    "stab_stopped": lambda d, lr: str(sum(bool(c["diverged"]) for t in TARGETS for c in _cells(d, t, float(lr)))),
-    "stab_runs": lambda d, lr: str(sum(len(_cells(d, t, float(lr))) for t in TARGETS)),
+    "table": lambda d, name, *args: TABLES[name](d, *args),
+    "bright_n": lambda d: str(d["brightness"]["n"]),
+    "base_lr": lambda d: fmt(d["formulation_ranking"]["settings"]["lrs"][0]),
     "budget": lambda d: d["training"]["budget"],
     "train_steps": lambda d: str(d["training"]["steps"]),
     "snapshot_every": lambda d: str(d["training"]["snapshot_every"]),
@@ -321,18 +259,20 @@ VALUES = {
     "landscape_loss": lambda d, target: fmt(_landscape(d, target)["loss"]),
     "pca": lambda d, target: fmt(_landscape(d, target)["pca"]["ratios"][0]),
     "walk": lambda d: fmt(d["landscape"]["results"][0]["pca"]["random_walk"][0]),
-    "sweep": lambda d, key: fmt(d["stability"]["settings"][key]),
     "nll_n": lambda d: str(d["nll"]["n"]),
     "nll_exact": lambda d: fmt(d["nll"]["exact_nll"][0]),
     "nll_gap": lambda d, target: fmt(_nll_row(d, target)["network"]["flow"]["median_gap"]),
     "nll_bound": lambda d, target, variance: fmt(_nll_row(d, target)["network"][variance]["bound"][0]),
     "nll_flow": lambda d, target: fmt(_nll_row(d, target)["network"]["flow"]["nll"][0]),
     "nll_diverged": lambda d, target: str(_nll_row(d, target)["network"]["flow"]["diverged_points"]),
+    "bright": lambda d, dataset, key, sampler=None, zero=None: fmt(_brightness(d, dataset, sampler, zero)[key]),
+    **render_ranking.VALUES,
 }
 
 
 def render(template, data):
-    """The template with every placeholder {{NAME}} or {{NAME:ARG:…}} replaced by VALUES[NAME](data, ARG, …)."""
+    """The template with every placeholder {{NAME}} or {{NAME:ARG:…}} replaced by VALUES[NAME](data, ARG, …); an
+    argument may itself be a placeholder ({{place_of:{{best_of:eps}}}})."""
     def replace(match):
         name, *args = match.group(1).strip().split(":")
         if name not in VALUES:
@@ -340,7 +280,10 @@ def render(template, data):
         if name == "table" and args[0] not in TABLES:
             raise KeyError(f"the study template asks for an unknown table {args[0]!r}")
         return VALUES[name](data, *args)
-    return re.sub(r"\{\{(.+?)\}\}", replace, template)
+    innermost = re.compile(r"\{\{([^{}]+?)\}\}")  # a placeholder may name another: the inner is filled first
+    while innermost.search(template):
+        template = innermost.sub(replace, template)
+    return template
 
 
 def write(out_dir, path, template_path=TEMPLATE):

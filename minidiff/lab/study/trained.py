@@ -5,16 +5,19 @@ unchanged (runs are seeded: reusing one gives the numbers retraining would). Qua
 `budget.quality_n` ancestral samples (DDPM, all T steps, EMA weights) to as many held-out points, next to the
 data-vs-data floor at the same size (`metrics.energy_floor`).
 """
+import multiprocessing
 import os
 import shutil
+import types
 import warnings
 
 import numpy as np
 
 from minidiff import data as datasets, metrics
-from minidiff.runs import loop as run
+from minidiff.runs import loop as run, stack as runstack
 from minidiff.runs.checkpoint import CheckpointError
 from minidiff.lab.diagnostics import trajectory
+from minidiff.lab.diagnostics.sweep import _spawn_pool
 from minidiff.elbo import elbo
 from minidiff.likelihood import flow_nll, network_model
 from minidiff.mixture import oracle
@@ -69,12 +72,67 @@ def trained(context, name, config, snapshots=False):
     return out
 
 
+def prefetch(context, jobs):
+    """Train the runs of jobs [(name, config, snapshots)] that the cache does not hold yet, as stacks — one per
+    dataset, in up to context.workers processes (`runs.stack.train_stack`: each run bit for bit as `trained` would
+    train it alone, the same files) — so that `trained` then finds them finished."""
+    todo = {}
+    for name, config, snapshots in jobs:
+        out = context.path(name)
+        if not _finished(out, config, snapshots):
+            todo.setdefault(config.dataset, []).append((out, config, snapshots))
+    groups = [(members, context.budget.snapshot_every) for members in todo.values()]
+    if context.workers > 1 and len(groups) > 1:
+        pool = _spawn_pool(min(context.workers, len(groups)), multiprocessing.get_context("spawn").Queue())
+        try:
+            pool.map(_train_together, groups, chunksize=1)
+        finally:
+            pool.close()
+            pool.join()
+    else:
+        for group in groups:
+            _train_together(group)
+
+
+def _train_together(group):
+    """One stack of (folder, config, snapshots) with the snapshots `train_with_snapshots` would save."""
+    members, every = group
+    paths = {}
+    for out, _, _ in members:
+        shutil.rmtree(out, ignore_errors=True)
+
+    def on_segment(r, state):
+        out, _, snapshots = members[r]
+        if snapshots:
+            theta, names, shapes = trajectory.flatten(state.params)
+            steps, thetas = paths.setdefault(r, ([], []))
+            steps.append(state.step)
+            thetas.append(theta)
+            trajectory.save_snapshots(out, steps, thetas, names, shapes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PriorTermWarning)
+        outcomes = runstack.train_stack([c for _, c, _ in members], [o for o, _, _ in members], segment=every,
+                                        on_segment=on_segment)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            raise outcome
+
+
 def run_config(context, dataset, target, **options):
     steps = context.budget.train_steps
     log_every = min(100, max(steps // 20, 1))
     every = context.budget.snapshot_every
     return TrainConfig(dataset=dataset, target=target, steps=steps, seed=context.seed, log_every=log_every,
                        checkpoint_every=every - every % log_every or log_every, **options)
+
+
+def default_jobs(context):
+    """[(name, config, snapshots)] of the runs per target that several figures share (moons_run, and the
+    likelihood runs on LIKELIHOOD_DATASET)."""
+    jobs = [(f"moons-{target}-cosine", run_config(context, "moons", target, schedule="cosine",
+                                                  zero_terminal_snr=False), True) for target in TARGETS]
+    return jobs + [(f"{LIKELIHOOD_DATASET}-{target}", run_config(context, LIKELIHOOD_DATASET, target), False)
+                   for target in TARGETS]
 
 
 def moons_run(context, target, schedule="cosine", zero_terminal_snr=False, snapshots=True):
@@ -157,29 +215,44 @@ def oracle_bounds(context):
 
 
 def trained_likelihoods(context):
-    """For each target trained on gmm2d: its bound and PF-ODE NLL next to the oracle's and the exact NLL."""
+    """For each target trained on gmm2d: its bound and PF-ODE NLL next to the oracle's and the exact NLL (the
+    targets in up to context.workers processes: each row depends on the seed and its target only)."""
     mixture = datasets.get_mixture(LIKELIHOOD_DATASET)
     x0 = mixture.sample(context.budget.elbo_n, _rng(context, 5))
     exact = -mixture.log_prob(x0)
-    rows = []
-    for target in TARGETS:
-        config = run_config(context, LIKELIHOOD_DATASET, target)
-        out = trained(context, f"{LIKELIHOOD_DATASET}-{target}", config)
-        config, _, stats, state = run.load_run(out)  # as trained: with its measured σ_d
-        problem = make_problem(config)
-        spec = problem.target
-        tol = context.budget.ode_tol
-        row = dict(target=target)
-        for label, model, flow_model in [("network", model_fn(state.ema, problem, config),
-                                          network_model(state.ema, problem, config)),
-                                         ("oracle", *2 * [oracle(mixture, problem.schedule, spec)])]:
-            with np.errstate(all="ignore"):
-                bounds = {v: _bound_record(elbo(model, problem.schedule, x0, target=spec, rng=_rng(context, 6),
-                                                variance=v, stats=stats if label == "network" else None), exact)
-                          for v in VARIANCES}
-                flow = flow_nll(flow_model, problem.schedule, x0, target=spec, rtol=tol, atol=tol,
-                                stats=stats if label == "network" else None)
-            row[label] = dict(bounds, flow=_flow_record(flow, exact))
-        rows.append(row)
+    for target in TARGETS:  # trained here, in this process, if the cache does not hold them
+        trained(context, f"{LIKELIHOOD_DATASET}-{target}", run_config(context, LIKELIHOOD_DATASET, target))
+    jobs = [(context.budget, context.seed, context.cache_dir, target, x0, exact) for target in TARGETS]
+    if context.workers > 1:
+        pool = _spawn_pool(min(context.workers, len(jobs)), multiprocessing.get_context("spawn").Queue())
+        try:
+            rows = pool.map(_likelihood_row, jobs, chunksize=1)
+        finally:
+            pool.close()
+            pool.join()
+    else:
+        rows = [_likelihood_row(job) for job in jobs]
     return dict(dataset=LIKELIHOOD_DATASET, n=len(x0), schedule=TrainConfig.schedule, T=TrainConfig.T,
                 steps=context.budget.train_steps, exact_nll=_mean_se(exact), rows=rows)
+
+
+def _likelihood_row(job):
+    """One target's row of trained_likelihoods: the bounds and the flow NLL of its network and of the oracle."""
+    budget, seed, cache_dir, target, x0, exact = job
+    context = types.SimpleNamespace(seed=seed)  # what _rng reads
+    mixture = datasets.get_mixture(LIKELIHOOD_DATASET)
+    config, _, stats, state = run.load_run(os.path.join(cache_dir, f"{LIKELIHOOD_DATASET}-{target}"))  # its σ_d
+    problem = make_problem(config)
+    spec, tol = problem.target, budget.ode_tol
+    row = dict(target=target)
+    for label, model, flow_model in [("network", model_fn(state.ema, problem, config),
+                                      network_model(state.ema, problem, config)),
+                                     ("oracle", *2 * [oracle(mixture, problem.schedule, spec)])]:
+        with np.errstate(all="ignore"):
+            bounds = {v: _bound_record(elbo(model, problem.schedule, x0, target=spec, rng=_rng(context, 6),
+                                            variance=v, stats=stats if label == "network" else None), exact)
+                      for v in VARIANCES}
+            flow = flow_nll(flow_model, problem.schedule, x0, target=spec, rtol=tol, atol=tol,
+                            stats=stats if label == "network" else None)
+        row[label] = dict(bounds, flow=_flow_record(flow, exact))
+    return row
