@@ -182,3 +182,23 @@ def test_the_committed_ranking_follows_its_numbers():
         for cell in ranks.cells(changed, "rank", dataset, last):
             cell["status"], cell[metric] = "ok", best / 2 if best > 0 else best - 1
     assert ranks.ranking(changed)[0]["formulation"] == last != rows[0]["formulation"]
+
+
+def test_the_study_on_a_gpu_takes_the_gpu_budget():
+    assert study.budget_for(False, "cpu") is study.FULL and study.budget_for(True, "gpu") is study.QUICK
+    gpu = study.budget_for(False, "gpu")
+    assert gpu is study.GPU and gpu.rank_seeds > study.FULL.rank_seeds and gpu.rank_steps > study.FULL.rank_steps
+
+
+def test_figures_on_a_gpu_without_cupy_is_refused_before_any_work(tmp_path, monkeypatch):
+    import sys
+    from click.testing import CliRunner
+    import cli
+    from minidiff.accel import backend
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
+    try:
+        result = CliRunner().invoke(cli.main, ["figures", "--device", "gpu", "--out", str(tmp_path / "out")])
+    finally:
+        backend.use_device("cpu")
+    assert result.exit_code == 2 and "--device" in result.output, result.output
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,7 @@ the first experiment; a study without the data of every figure is refused after 
 import click
 
 from minidiff.lab.study import make
-from minidiff.cli.common import option, progress_bar
+from minidiff.cli.common import device_option, option, progress_bar
 
 
 @click.command("figures")
@@ -19,6 +19,7 @@ from minidiff.cli.common import option, progress_bar
 @click.option("--study", type=click.Path(dir_okay=False), default=None,
               help=f"also write the study (markdown) from the data [default: {make.STUDY_FILE} for a full set]")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@device_option
 def figures_command(quiet, **options):
     """Regenerate every figure of the project (and the study's numbers) from scratch."""
     try:
