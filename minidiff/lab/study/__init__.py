@@ -105,10 +105,11 @@ SHARED_RUNS = ("training", "samples", "gradvar_along", "landscape", "trajectory"
 
 
 class Context:
-    """What every experiment shares: the budget, the seed, where runs are cached, progress, worker count."""
+    """What every experiment shares: the budget, the seed, where runs are cached, worker count, progress."""
 
-    def __init__(self, budget, seed, cache_dir, workers=1):
+    def __init__(self, budget, seed, cache_dir, workers=1, progress=None):
         self.budget, self.seed, self.cache_dir, self.workers = budget, seed, cache_dir, workers
+        self.progress = progress  # a bar factory (runs/progress.py) for the experiments' own long steps
         self._memo = {}
         os.makedirs(cache_dir, exist_ok=True)
 
@@ -136,7 +137,7 @@ def regenerate(names, out_dir, *, quick=False, seed=0, svg=False, workers=1, pro
     entries = _entries()
     budget = budget_for(quick, backend.device())
     os.makedirs(os.path.join(out_dir, "data"), exist_ok=True)
-    context = Context(budget, seed, os.path.join(out_dir, "runs", budget.name), workers)
+    context = Context(budget, seed, os.path.join(out_dir, "runs", budget.name), workers, progress)
     if set(names) & set(SHARED_RUNS):
         from minidiff.lab.study import trained
         trained.prefetch(context, trained.default_jobs(context))

@@ -40,6 +40,7 @@ from minidiff.elbo import check_terminal_snr, prior_term, reverse_variances, ter
 from minidiff.likelihood import flow_nll, network_model
 from minidiff.objective import timestep_sampler
 from minidiff.runs import files, loop as run, stack as runstack
+from minidiff.runs.progress import open_bar
 from minidiff.train import DivergenceError, TrainConfig, make_problem, model_fn
 from minidiff.lab.diagnostics import gradvar, pergrad
 from minidiff.lab.diagnostics.applied import to_plain
@@ -286,17 +287,20 @@ def measure_all(context):
     done = {i: cached for i, task in enumerate(work) if (cached := _cached(task)) is not None}
     todo = [i for i in range(len(work)) if i not in done]
     todo.sort(key=lambda i: -len(work[i].cells) * (64 if work[i].configs[0].dataset != "moons" else 2))
-    if context.workers > 1 and len(todo) > 1:
-        pool = _spawn_pool(min(context.workers, len(todo)), multiprocessing.get_context("spawn").Queue())
-        try:
-            for i, result in zip(todo, pool.map(_run_and_cache, [work[i] for i in todo], chunksize=1)):
-                done[i] = result
-        finally:
-            pool.close()
-            pool.join()
-    else:
-        for i in todo:
-            done[i] = _run_and_cache(work[i])
+    with open_bar(context.progress, sum(len(work[i].cells) for i in todo), "second edition, runs") as bar:
+        if context.workers > 1 and len(todo) > 1:
+            pool = _spawn_pool(min(context.workers, len(todo)), multiprocessing.get_context("spawn").Queue())
+            try:
+                for i, result in zip(todo, pool.imap(_run_and_cache, [work[i] for i in todo], chunksize=1)):
+                    done[i] = result
+                    bar.update(len(result))
+            finally:
+                pool.close()
+                pool.join()
+        else:
+            for i in todo:
+                done[i] = _run_and_cache(work[i])
+                bar.update(len(done[i]))
     cells = sorted((c for result in done.values() for c in result), key=lambda c: c["index"])
     floors = {}
     for dataset in sorted({c["dataset"] for c in cells}):
