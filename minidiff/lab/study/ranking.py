@@ -311,7 +311,8 @@ def measure_all(context):
         floors[dataset]["checks_mean"] = checks_floor[0]
     forms_by_name = {f.name: f for f in forms.FORMULATIONS + forms.SCHEDULE_VARIANTS}
     sources = {name: dict(source=f.source, target=f.target, weighting=f.weighting, t_sampling=f.t_sampling,
-                          schedule=f.schedule, zero_terminal_snr=f.zero_terminal_snr) for name, f in forms_by_name.items()}
+                          schedule=f.schedule, zero_terminal_snr=f.zero_terminal_snr)
+               for name, f in forms_by_name.items()}
     return dict(settings=settings(budget), floors=floors, formulations=sources,
                 ranked=[f.name for f in forms.FORMULATIONS], schedules=[f.name for f in forms.SCHEDULE_VARIANTS],
                 datasets=list(forms.RANKED_DATASETS), exact_dataset=forms.EXACT_DATASET,

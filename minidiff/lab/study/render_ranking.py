@@ -71,7 +71,7 @@ def stability_table(d):
         steps = sorted(s for lr in lrs for s in by_lr[lr]["collapse_steps"])
         rows.append([name, _range_text(ranks.lr_range(by_lr, lrs)), _range_text(ranks.lr_range(by_lr, lrs,
                                                                                                 "reached_fast"))]
-                    + [f"{by_lr[lr]['reached_full']}·{by_lr[lr]['reached_fast']}·{by_lr[lr]['diverged']}" for lr in lrs]
+                    + ["{reached_full}·{reached_fast}·{diverged}".format(**by_lr[lr]) for lr in lrs]
                     + [str(steps[0]) if steps else "–"])
     return table(["formulation", "lr where every seed reaches the bar (DDPM)", "the same with DDIM"]
                   + [f"lr {lr:g}" for lr in lrs] + ["earliest collapse (step)"], rows)
@@ -94,8 +94,8 @@ def resolution_table(d):
                  + ["least KL at s", "least energy distance at s", "2 log(d/d₀), SD3"], rows)
 
 
-TABLES = {"formulation_ranking": ranking_table, "metrics": metrics_table, "lr_stability": stability_table, "schedule_kl": schedule_table,
-          "resolution": resolution_table}
+TABLES = {"formulation_ranking": ranking_table, "metrics": metrics_table, "lr_stability": stability_table,
+          "schedule_kl": schedule_table, "resolution": resolution_table}
 
 
 # --- numbers and names in the prose -------------------------------------------------------------------------------
