@@ -77,6 +77,9 @@ def prediction_trace(model, x, t, probes=None):
     try:
         vjp, prediction = make_vjp(lambda x_: model(x_, t))(x)
     except (TypeError, ValueError) as error:
+        if probes is not None and hasattr(model, "jacobian_trace"):
+            raise TypeError(f"Hutchinson's probes need a model autograd can differentiate ({error}); this one has an "
+                            f"exact jacobian_trace: use probes=0") from None
         raise TypeError(f"the model cannot be differentiated by autograd with respect to x_t ({error}); give it a "
                         f"jacobian_trace(x_t, t) method, or use likelihood.network_model for a trained run") from None
     trace = np.zeros(len(x))
@@ -236,8 +239,10 @@ def flow_nll(model, schedule, x0, *, target, rtol=RTOL, atol=ATOL, stats=None, p
     x = standardized(x0, stats)
     n, D = x.shape
     phi = step_angles(schedule)
-    if probes and rng is None:
-        raise ValueError("Hutchinson's probes need a generator: rng")
+    if isinstance(probes, bool) or not isinstance(probes, (int, np.integer)) or probes < 0:
+        raise ValueError(f"probes must be a whole number >= 0 (0: the exact trace), got {probes!r}")
+    if probes and not isinstance(rng, np.random.Generator):
+        raise ValueError("Hutchinson's probes are drawn from rng: give a numpy.random.Generator")
     z = rng.choice([-1.0, 1.0], size=(probes, n, D)) if probes else None
     state, evals, steps = solve_ode(flow(model, schedule, target, z), phi[0], phi[-1], np.concatenate(
         [np.cos(phi[0]) * x, np.zeros((n, 1))], axis=1), rtol=rtol, atol=atol, progress=progress)

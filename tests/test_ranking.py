@@ -184,12 +184,6 @@ def test_the_committed_ranking_follows_its_numbers():
     assert ranks.ranking(changed)[0]["formulation"] == last != rows[0]["formulation"]
 
 
-def test_the_study_on_a_gpu_takes_the_gpu_budget():
-    assert study.budget_for(False, "cpu") is study.FULL and study.budget_for(True, "gpu") is study.QUICK
-    gpu = study.budget_for(False, "gpu")
-    assert gpu is study.GPU and gpu.rank_seeds > study.FULL.rank_seeds and gpu.rank_steps > study.FULL.rank_steps
-
-
 def test_figures_on_a_gpu_without_cupy_is_refused_before_any_work(tmp_path, monkeypatch):
     import sys
     from click.testing import CliRunner
@@ -202,3 +196,15 @@ def test_figures_on_a_gpu_without_cupy_is_refused_before_any_work(tmp_path, monk
         backend.use_device("cpu")
     assert result.exit_code == 2 and "--device" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["formulation_ranking", "lr_stability", "schedule_kl"])
+def test_the_second_editions_figures_draw_from_the_committed_data(tmp_path, name):
+    import json
+    import os
+    from minidiff.lab import figures
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = json.load(open(study.data_path(os.path.join(root, "figures"), name), encoding="utf-8"))
+    figures.save(study._entries()[name].draw(data), str(tmp_path / f"{name}.png"))
+    png = (tmp_path / f"{name}.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from minidiff import nn
-from minidiff.likelihood import network_model, prediction_trace
+from minidiff.likelihood import flow_nll, network_model, prediction_trace
+from minidiff.mixture import oracle
+from minidiff import data as datasets
 from minidiff.runs.stack import sample_stack
 from minidiff.sample import sample
 from minidiff.train import TrainConfig, make_problem, model_fn
@@ -39,3 +41,21 @@ def test_sample_stack_is_sample_of_each_run(sampler, steps):
         alone = sample(model_fn(p, problem, config), problem.target, problem.schedule, (50, 2),
                        np.random.default_rng(20 + i), sampler=sampler, steps=steps)
         np.testing.assert_allclose(together[i], alone, rtol=1e-9, atol=1e-9, err_msg=config.target)
+
+
+@pytest.mark.parametrize("probes, rng, message", [(-1, None, "whole number"), (1.5, None, "whole number"),
+                                                  (True, None, "whole number"), (2, None, "Generator")])
+def test_flow_nll_refuses_bad_probes(probes, rng, message):
+    mixture = datasets.get_mixture("gmm2d")
+    problem = make_problem(TrainConfig(dataset="gmm2d", target="v"))
+    with pytest.raises(ValueError, match=message):
+        flow_nll(oracle(mixture, problem.schedule, "v"), problem.schedule, mixture.sample(4, np.random.default_rng(0)),
+                 target="v", probes=probes, rng=rng)
+
+
+def test_probes_on_a_model_with_only_an_exact_trace_say_so():
+    mixture = datasets.get_mixture("gmm2d")
+    problem = make_problem(TrainConfig(dataset="gmm2d", target="v"))
+    with pytest.raises(TypeError, match="probes=0"):
+        flow_nll(oracle(mixture, problem.schedule, "v"), problem.schedule, mixture.sample(4, np.random.default_rng(0)),
+                 target="v", probes=1, rng=np.random.default_rng(1))

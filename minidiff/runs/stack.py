@@ -262,8 +262,7 @@ def sample_stack(params_list, problems, configs, n, rngs, *, sampler="ddpm", ste
         coef_x0, coef_xt = column([s.coef_x0 for s in subs]), column([s.coef_xt for s in subs])
         noise = np.sqrt(column([posterior_variance(s, "beta_tilde") for s in subs]))
     else:
-        prev = column([s.alpha_bar_prev for s in subs])
-        root_prev, root_rest = np.sqrt(prev), np.sqrt(1 - prev)
+        alpha_bar_prev = column([s.alpha_bar_prev for s in subs])
     x = np.stack([rng.standard_normal((n, D)) for rng in rngs])
     for i in range(len(timesteps)):
         k, at = len(timesteps) - 1 - i, lambda table, j: table[:, j, None, None]  # noqa: E731
@@ -274,5 +273,5 @@ def sample_stack(params_list, problems, configs, n, rngs, *, sampler="ddpm", ste
             x = mean if k == 0 else mean + at(noise, k) * np.stack([rng.standard_normal((n, D)) for rng in rngs])
         else:
             eps_hat = at(eps_p, i) * prediction + at(eps_x, i) * x
-            x = at(root_prev, k) * x0_hat + at(root_rest, k) * eps_hat  # DDIM eq. (12), η = 0
+            x = np.sqrt(at(alpha_bar_prev, k)) * x0_hat + np.sqrt(1 - at(alpha_bar_prev, k)) * eps_hat  # DDIM (12), η = 0
     return x

@@ -269,6 +269,20 @@ def _spawn_pool(workers, reports):
                 os.environ[name] = value
 
 
+def pool_map(function, jobs, workers):
+    """function(job) for each job, in order, yielded as each is done: in this process for one worker (or one job),
+    else in a pool of `spawn`ed workers with one BLAS thread each (`_spawn_pool`). function must be importable."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(function, jobs)
+        return
+    pool = _spawn_pool(min(workers, len(jobs)), multiprocessing.get_context("spawn").Queue())
+    try:
+        yield from pool.imap(function, jobs, chunksize=1)
+    finally:
+        pool.close()
+        pool.join()
+
+
 def _write(sweep, out_dir, results, floor, floor_err, interrupted=False):
     """OUT/sweep.csv and OUT/sweep.json from every cell's (row, checks); returns the rows. An interrupted sweep's
     files hold only the cells that finished, and sweep.json says it was interrupted."""

@@ -18,6 +18,7 @@ from minidiff.lab import figures
 from minidiff.runs.files import atomic_write
 from minidiff.runs.progress import open_bar
 from minidiff.lab.diagnostics.applied import to_plain
+from minidiff.lab.study import trained
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +140,6 @@ def regenerate(names, out_dir, *, quick=False, seed=0, svg=False, workers=1, pro
     os.makedirs(os.path.join(out_dir, "data"), exist_ok=True)
     context = Context(budget, seed, os.path.join(out_dir, "runs", budget.name), workers, progress)
     if set(names) & set(SHARED_RUNS):
-        from minidiff.lab.study import trained
         trained.prefetch(context, trained.default_jobs(context))
     written = []
     with open_bar(progress, len(names), "figures", show=lambda name: name) as bar:

@@ -27,7 +27,6 @@ reuses them; each cell's numbers depend only on its own seed, never on which sta
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import warnings
@@ -44,11 +43,11 @@ from minidiff.runs.progress import open_bar
 from minidiff.train import DivergenceError, TrainConfig, make_problem, model_fn
 from minidiff.lab.diagnostics import gradvar, pergrad
 from minidiff.lab.diagnostics.applied import to_plain
-from minidiff.lab.diagnostics.sweep import BAR_OVER_FLOOR, _spawn_pool
+from minidiff.lab.diagnostics.sweep import BAR_OVER_FLOOR, pool_map
 from minidiff.lab.study import formulations as forms
 
 EVAL_STREAM = 11  # the measurements' generators: [seed, EVAL_STREAM, purpose, …], apart from every run's own
-FAST_STEPS = 25   # the fast sampler: DDIM η = 0 in this many steps
+FAST_STEPS = 25   # the fast sampler: DDIM η = 0 in this many steps (Song et al. 2021, DDIM, Table 1: 10–100)
 CHECKS = 4        # quality checks along each run (and one at step 0)
 HIDDEN_DEPTH = 2  # the ranked network: hidden × 2 residual SiLU blocks (the sweep's), batch 128, Adam, EMA
 BATCH = 128
@@ -56,6 +55,7 @@ ODE_TOL = 1e-3    # rtol = atol of the KL's probability-flow solve (the oracle's
 GRAD_N = 512      # examples of the gradient-noise estimate
 BOUND_PASSES = 16  # stratified draws of t per point in the bound (bound_bits)
 FLOOR_REPEATS = 5
+MIN_STACK = 8     # a group of runs is split over the workers only into stacks of at least this many
 
 
 def settings(budget):
@@ -271,11 +271,17 @@ def tasks(budget, folder, seed, workers):
         groups.setdefault(shared, []).append((cell, config))
     out = []
     for members in groups.values():
-        n = max(1, min(workers, len(members) // 8))  # small groups stay one stack
+        n = max(1, min(workers, len(members) // MIN_STACK))
         for k in range(n):
             part = members[k::n]
             out.append(Task(tuple(c for c, _ in part), tuple(cfg for _, cfg in part), folder, budget, seed))
     return out
+
+
+def _cost(task):
+    """A task's work, roughly: its runs × its data dimension."""
+    dataset = task.configs[0].dataset
+    return len(task.cells) * datasets.sample_dataset(dataset, 1, np.random.default_rng(0)).shape[1]
 
 
 def measure_all(context):
@@ -286,21 +292,11 @@ def measure_all(context):
     work = tasks(budget, folder, seed, context.workers)
     done = {i: cached for i, task in enumerate(work) if (cached := _cached(task)) is not None}
     todo = [i for i in range(len(work)) if i not in done]
-    todo.sort(key=lambda i: -len(work[i].cells) * (64 if work[i].configs[0].dataset != "moons" else 2))
+    todo.sort(key=lambda i: -_cost(work[i]))  # the largest first, so that the workers end together
     with open_bar(context.progress, sum(len(work[i].cells) for i in todo), "second edition, runs") as bar:
-        if context.workers > 1 and len(todo) > 1:
-            pool = _spawn_pool(min(context.workers, len(todo)), multiprocessing.get_context("spawn").Queue())
-            try:
-                for i, result in zip(todo, pool.imap(_run_and_cache, [work[i] for i in todo], chunksize=1)):
-                    done[i] = result
-                    bar.update(len(result))
-            finally:
-                pool.close()
-                pool.join()
-        else:
-            for i in todo:
-                done[i] = _run_and_cache(work[i])
-                bar.update(len(done[i]))
+        for result, i in zip(pool_map(_run_and_cache, [work[i] for i in todo], context.workers), todo):
+            done[i] = result
+            bar.update(len(result))
     cells = sorted((c for result in done.values() for c in result), key=lambda c: c["index"])
     floors = {}
     for dataset in sorted({c["dataset"] for c in cells}):

@@ -5,7 +5,6 @@ unchanged (runs are seeded: reusing one gives the numbers retraining would). Qua
 `budget.quality_n` ancestral samples (DDPM, all T steps, EMA weights) to as many held-out points, next to the
 data-vs-data floor at the same size (`metrics.energy_floor`).
 """
-import multiprocessing
 import os
 import shutil
 import types
@@ -17,7 +16,7 @@ from minidiff import data as datasets, metrics
 from minidiff.runs import loop as run, stack as runstack
 from minidiff.runs.checkpoint import CheckpointError
 from minidiff.lab.diagnostics import trajectory
-from minidiff.lab.diagnostics.sweep import _spawn_pool
+from minidiff.lab.diagnostics.sweep import pool_map
 from minidiff.elbo import elbo
 from minidiff.likelihood import flow_nll, network_model
 from minidiff.mixture import oracle
@@ -82,16 +81,8 @@ def prefetch(context, jobs):
         if not _finished(out, config, snapshots):
             todo.setdefault(config.dataset, []).append((out, config, snapshots))
     groups = [(members, context.budget.snapshot_every) for members in todo.values()]
-    if context.workers > 1 and len(groups) > 1:
-        pool = _spawn_pool(min(context.workers, len(groups)), multiprocessing.get_context("spawn").Queue())
-        try:
-            pool.map(_train_together, groups, chunksize=1)
-        finally:
-            pool.close()
-            pool.join()
-    else:
-        for group in groups:
-            _train_together(group)
+    for _ in pool_map(_train_together, groups, context.workers):
+        pass
 
 
 def _train_together(group):
@@ -223,15 +214,7 @@ def trained_likelihoods(context):
     for target in TARGETS:  # trained here, in this process, if the cache does not hold them
         trained(context, f"{LIKELIHOOD_DATASET}-{target}", run_config(context, LIKELIHOOD_DATASET, target))
     jobs = [(context.budget, context.seed, context.cache_dir, target, x0, exact) for target in TARGETS]
-    if context.workers > 1:
-        pool = _spawn_pool(min(context.workers, len(jobs)), multiprocessing.get_context("spawn").Queue())
-        try:
-            rows = pool.map(_likelihood_row, jobs, chunksize=1)
-        finally:
-            pool.close()
-            pool.join()
-    else:
-        rows = [_likelihood_row(job) for job in jobs]
+    rows = list(pool_map(_likelihood_row, jobs, context.workers))
     return dict(dataset=LIKELIHOOD_DATASET, n=len(x0), schedule=TrainConfig.schedule, T=TrainConfig.T,
                 steps=context.budget.train_steps, exact_nll=_mean_se(exact), rows=rows)
 
