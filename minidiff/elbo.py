@@ -103,7 +103,12 @@ def terms_at(model, schedule, x0, t, eps, *, target, sigma2, levels=None):
     """L_t per example (n,), each row at its own timestep t (n,), at x_t = √ᾱ_t x_0 + √(1−ᾱ_t) eps (post eq. 3);
     with `levels`, L_0 is the discretised decoder's (module docstring)."""
     x_t = q_sample(schedule, x0, t, eps)
-    mu_theta = predicted_mean(target, schedule, model(x_t, t), x_t, t)  # μ_θ(x_t, t)
+    return terms_of(model(x_t, t), schedule, x0, x_t, t, target=target, sigma2=sigma2, levels=levels)
+
+
+def terms_of(prediction, schedule, x0, x_t, t, *, target, sigma2, levels=None):
+    """L_t per example (n,) from the model's prediction of `target` at x_t (n, D), each row at its timestep t."""
+    mu_theta = predicted_mean(target, schedule, prediction, x_t, t)  # μ_θ(x_t, t)
     var = sigma2[t][:, None]
     out = np.empty(len(x0))
     first = t == 0
@@ -170,13 +175,14 @@ def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling=
     def run(x, t):  # L_t of each row at its timestep, with a fresh draw of x_t
         return terms_at(model, schedule, x, t, rng.standard_normal(x.shape), target=target, sigma2=sigma2,
                         levels=levels)
+    alone = lambda x_ts, t: [model(x_ts[0], np.full(len(x_ts[0]), t))]  # noqa: E731  (one model: a stack of one)
     if t_sampling == "exact":
-        terms = _all_terms(run, x0, schedule.T, progress)  # (T, n)
+        terms, = _all_terms(alone, [schedule], [x0], [rng], [target], [sigma2], levels, progress)  # (T, n)
         return _summary(terms, terms[0], terms[1:].sum(0), prior_term(schedule, x0), x0.shape[1], t_sampling, stats,
                         levels)
     p = np.full(schedule.T, 1.0 / schedule.T)
     if t_sampling == "importance":
-        p = _proposal(_all_terms(run, x0[:pilot], schedule.T, progress))
+        p = _proposal(_all_terms(alone, [schedule], [x0[:pilot]], [rng], [target], [sigma2], levels, progress)[0])
     t = rng.choice(schedule.T, size=len(x0), p=p)
     weighted = run(x0, t) / p[t]  # E_{t~p}[L_t / p(t)] = Σ_t L_t
     if progress is not None:
@@ -185,11 +191,38 @@ def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling=
                     prior_term(schedule, x0), x0.shape[1], t_sampling, stats, levels)
 
 
-def _all_terms(run, x0, T, progress):
-    """Every L_t for every row, (T, n): one model call per t with a fresh draw of x_t."""
-    terms = np.empty((T, len(x0)))
+def elbos(predict, schedules, x0s, *, targets, rngs, variance="beta_tilde", stats=None, progress=None):
+    """The exact bounds of R models at once, for a caller that evaluates their networks together (a stack of runs:
+    `runs.stack.stacked_models`). predict(x_ts, t) -> the R models' predictions at x_ts[r] (n_r, D), every row at
+    timestep t. Bound r is elbo(model_r, schedules[r], x0s[r], target=targets[r], rng=rngs[r], variance=variance,
+    stats=stats[r]) bit for bit when predict gives what model_r gives: run r draws its x_t from rngs[r] in elbo's
+    order and its terms come from the same functions; only the network calls are shared."""
+    R = len(schedules)
+    stats = [None] * R if stats is None else stats
+    if len({s.T for s in schedules}) != 1:
+        raise ValueError(f"the bounds computed together share T, got {sorted({s.T for s in schedules})}")
+    targets = [canonical_target(target) for target in targets]
+    for schedule, target in zip(schedules, targets):
+        check_terminal_snr(schedule, target)
+    sigma2s = [reverse_variances(schedule, variance) for schedule in schedules]
+    x0s = [standardized(x0, s) for x0, s in zip(x0s, stats)]
+    together = _all_terms(predict, schedules, x0s, rngs, targets, sigma2s, None, progress)
+    return [_summary(terms, terms[0], terms[1:].sum(0), prior_term(schedule, x0), x0.shape[1], "exact", s)
+            for terms, schedule, x0, s in zip(together, schedules, x0s, stats)]
+
+
+def _all_terms(predict, schedules, x0s, rngs, targets, sigma2s, levels, progress):
+    """Every L_t for every row of each x0s[r], [(T, n_r)]: per t, each run draws x_t from its generator, then one
+    call of predict for all runs (see `elbos`)."""
+    T = schedules[0].T
+    terms = [np.empty((T, len(x0))) for x0 in x0s]
     for t in range(T):
-        terms[t] = run(x0, np.full(len(x0), t))
+        steps = [np.full(len(x0), t) for x0 in x0s]
+        x_ts = [q_sample(s, x0, step, rng.standard_normal(x0.shape))
+                for s, x0, step, rng in zip(schedules, x0s, steps, rngs)]
+        for r, prediction in enumerate(predict(x_ts, t)):
+            terms[r][t] = terms_of(prediction, schedules[r], x0s[r], x_ts[r], steps[r], target=targets[r],
+                                   sigma2=sigma2s[r], levels=levels)
         if progress is not None:
             progress(1)
     return terms

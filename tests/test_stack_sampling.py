@@ -6,7 +6,8 @@ from minidiff import nn
 from minidiff.likelihood import flow_nll, network_model, prediction_trace
 from minidiff.mixture import oracle
 from minidiff import data as datasets
-from minidiff.runs.stack import sample_stack
+from minidiff.elbo import elbo, elbos
+from minidiff.runs.stack import sample_stack, stacked_models
 from minidiff.sample import sample
 from minidiff.train import TrainConfig, make_problem, model_fn
 
@@ -59,3 +60,21 @@ def test_probes_on_a_model_with_only_an_exact_trace_say_so():
     with pytest.raises(TypeError, match="probes=0"):
         flow_nll(oracle(mixture, problem.schedule, "v"), problem.schedule, mixture.sample(4, np.random.default_rng(0)),
                  target="v", probes=1, rng=np.random.default_rng(1))
+
+
+def test_bounds_of_a_stack_are_each_runs_elbo_bit_for_bit():
+    cases = [dict(target="eps"), dict(target="v", schedule="linear"), dict(target="edm", weighting="edm"),
+             dict(target="flow", schedule="rectified_flow"), dict(target="mu")]
+    configs = [TrainConfig(dataset="gmm2d", hidden=16, depth=2, T=60, seed=i, **c) for i, c in enumerate(cases)]
+    problems = [make_problem(c) for c in configs]
+    params = [nn.init(np.random.default_rng(10 + i), c.network(2), dtype=np.float64) for i, c in enumerate(configs)]
+    x0 = np.random.default_rng(5).standard_normal((40, 2))
+    forward = stacked_models(params, problems, configs, np.arange(60))
+    together = elbos(lambda x_ts, t: list(forward(np.stack(x_ts), t)), [p.schedule for p in problems],
+                     [x0] * len(cases), targets=[c.target for c in configs],
+                     rngs=[np.random.default_rng(30 + i) for i in range(len(cases))])
+    for i, (p, problem, config) in enumerate(zip(params, problems, configs)):
+        alone = elbo(model_fn(p, problem, config), problem.schedule, x0, target=config.target,
+                     rng=np.random.default_rng(30 + i))
+        assert np.array_equal(together[i].per_example, alone.per_example), config.target
+        assert np.array_equal(together[i].terms, alone.terms) and together[i].nats == alone.nats

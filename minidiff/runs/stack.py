@@ -15,7 +15,9 @@ step (on_divergence="skip-step") keeps the run in the stack with its parameters 
 
 Segments. With segment=k, at step 0, every k steps and at its last step, a run's checkpoint is written and
 on_segment(r, state) is called with its TrainState, as `lab.diagnostics.trajectory.train_with_snapshots` calls it
-between its segments of `loop.train`; an exception it raises takes run r out of the stack, as its outcome.
+between its segments of `loop.train`; an exception it raises takes run r out of the stack, as its outcome. Or, to
+evaluate the runs together, on_segments(pairs) is called once per step with [(r, state)] of every run at a boundary
+then (their checkpoints written) and returns {r: exception} for the runs to take out.
 
 Exact resume. With resume=True every run continues from its own checkpoint, at whatever step it reached (the runs
 of one stack need not stand at the same step). Ctrl-C or SIGTERM saves every run's checkpoint after the step under
@@ -65,8 +67,8 @@ def check_stackable(configs):
             raise ValueError(f"the runs of a stack share {name}, got {', '.join(values)}")
 
 
-def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=None, on_exit=None, advance=None,
-                echo=silent):
+def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=None, on_segments=None, on_exit=None,
+                advance=None, echo=silent):
     """Train configs[r] into out_dirs[r] for every r, as one stack (module docstring); returns each run's outcome.
 
     on_exit(r, outcome), if given, is called as run r leaves the stack, its folder complete.
@@ -75,6 +77,10 @@ def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=Non
     the number of runs that stopped early (diverged, or stopped by on_segment). echo(text) says what each run
     reports (its skipped steps)."""
     check_stackable(configs)
+    if on_segment is not None:
+        if on_segments is not None:
+            raise ValueError("give on_segment (one run at a time) or on_segments (all at once), not both")
+        on_segments = _one_by_one(on_segment)
     configs = [with_data_checksum(config) for config in configs]
     runs, states, outcomes = [], [], [None] * len(configs)
     for i, (config, out_dir) in enumerate(zip(configs, out_dirs)):
@@ -90,14 +96,13 @@ def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=Non
     try:
         with stop_requests() as requested, np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
                 concurrent.futures.ThreadPoolExecutor(WRITERS) as writers:
-            leaving = [j for j, run in enumerate(runs) if _at_boundary(run, stack, j, segment, on_segment, outcomes,
-                                                                           echo)]
+            leaving = _at_boundaries(runs, stack, range(len(runs)), segment, on_segments, outcomes, echo, writers)
             advance(*_unfinished(runs, stack, leaving, outcomes))
             stack, runs = _leave(stack, runs, leaving, outcomes, on_exit)
             problem = stacked.stack_problems([run.problem for run in runs]) if runs else None
             while runs and not requested:
                 done = len(runs)
-                stack, runs, (left_over, stopped) = _step(stack, problem, runs, outcomes, segment, on_segment, echo,
+                stack, runs, (left_over, stopped) = _step(stack, problem, runs, outcomes, segment, on_segments, echo,
                                                           writers, on_exit)
                 if len(runs) < done and runs:  # some have left: the tables of those that go on
                     problem = stacked.stack_problems([run.problem for run in runs])
@@ -115,7 +120,7 @@ def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=Non
     return outcomes
 
 
-def _step(stack, problem, runs, outcomes, segment, on_segment, echo, writers, on_exit):
+def _step(stack, problem, runs, outcomes, segment, on_segments, echo, writers, on_exit):
     """One step of every run of the stack, each through its guard; (stack, runs that go on, how many of the others
     stopped early)."""
     stack, records = stacked.train_step(stack, problem, [r.problem for r in runs], [r.config for r in runs],
@@ -137,9 +142,8 @@ def _step(stack, problem, runs, outcomes, segment, on_segment, echo, writers, on
             due.append(j)  # (a boundary writes its own, below)
     for j, run in _saved_together(due, runs, stack, writers):
         run.saved = int(stack.step[j])
-    for j, run in enumerate(runs):
-        if j not in leaving and _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
-            leaving.append(j)
+    leaving += _at_boundaries(runs, stack, [j for j in range(len(runs)) if j not in leaving], segment, on_segments,
+                              outcomes, echo, writers)
     unfinished = _unfinished(runs, stack, leaving, outcomes)
     stack, left = _leave(stack, runs, leaving, outcomes, on_exit)
     return stack, left, unfinished
@@ -166,26 +170,42 @@ def _is_boundary(run, step, segment):
     return step >= run.config.steps or bool(segment and step % segment == 0)
 
 
-def _at_boundary(run, stack, j, segment, on_segment, outcomes, echo):
-    """At a segment's end or the run's last step: write the checkpoint and call on_segment; does the run leave?"""
-    step = int(stack.step[j])
-    last = step >= run.config.steps
-    if not _is_boundary(run, step, segment):
-        return False
-    state = stacked.state_of(stack, j)
-    run.saved = save_checkpoint(run.out_dir, state, run.guard, run.log, run.config)
-    try:
-        if on_segment is not None:
-            on_segment(run.index, _on_host(state))
-    except Exception as err:  # noqa: BLE001  (the caller's reason to stop this run: its outcome)
-        outcomes[run.index] = err
-        return True
-    if last:
-        if run.guard.skipped:
-            echo(f"{run.out_dir}: skipped {run.guard.skipped} step(s) whose loss diverged")
-        outcomes[run.index] = RunResult(run.out_dir, step, last_loss(run.guard), math.nan, math.nan, math.nan,
-                                        run.guard.skipped)
-    return last
+def _at_boundaries(runs, stack, positions, segment, on_segments, outcomes, echo, writers):
+    """The runs at `positions` that stand at a segment's end or their last step: write their checkpoints, call
+    on_segments with them all, and return the positions of those that leave (stopped by it, or done)."""
+    due = [j for j in positions if _is_boundary(runs[j], int(stack.step[j]), segment)]
+    for j, run in _saved_together(due, runs, stack, writers):
+        run.saved = int(stack.step[j])
+    stopped = {}
+    if on_segments is not None and due:
+        stopped = on_segments([(runs[j].index, _on_host(stacked.state_of(stack, j))) for j in due]) or {}
+    leaving = []
+    for j in due:
+        run, step = runs[j], int(stack.step[j])
+        if run.index in stopped:  # the caller's reason to stop this run: its outcome
+            outcomes[run.index] = stopped[run.index]
+        elif step >= run.config.steps:
+            if run.guard.skipped:
+                echo(f"{run.out_dir}: skipped {run.guard.skipped} step(s) whose loss diverged")
+            outcomes[run.index] = RunResult(run.out_dir, step, last_loss(run.guard), math.nan, math.nan, math.nan,
+                                            run.guard.skipped)
+        else:
+            continue
+        leaving.append(j)
+    return leaving
+
+
+def _one_by_one(on_segment):
+    """on_segments from a per-run on_segment(r, state): an exception it raises stops that run only."""
+    def on_segments(pairs):
+        stopped = {}
+        for r, state in pairs:
+            try:
+                on_segment(r, state)
+            except Exception as err:  # noqa: BLE001  (the caller's reason to stop run r: its outcome)
+                stopped[r] = err
+        return stopped
+    return on_segments
 
 
 def _on_host(state):

@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from minidiff.runs import checkpoint, files, loop as run
+from minidiff.runs import files, loop as run
 from minidiff.runs.progress import open_bar
 from minidiff import data, nn
 from minidiff.schedules import make_schedule

@@ -1,24 +1,17 @@
-"""One cell of a stability sweep: its checks, its row, and what its folder keeps so that a sweep can resume.
+"""One cell of a stability sweep: its row, and what its folder keeps so that a sweep can resume.
 
 A cell is one run (one TrainConfig) in its own folder under OUT/runs. Every `check_every` steps — and at step 0 —
-its parameters are saved to snapshots.npz (for `minidiff landscape`) and the EMA model is checked on its own
-generator, never the run's:
-
-- the training loss of the EMA weights on one fixed evaluation batch (the run's own target and weighting);
-- the energy distance of `quality_n` ancestral samples (DDPM respaced to `quality_steps` steps) to as many
-  held-out points. (Not DDIM: from t = T − 1 of the cosine schedule, where ᾱ ≈ 2e-9, its first deterministic step
-  multiplies an ε-model's error by √(ᾱ_prev / ᾱ_{T−1}), and ε-runs would look broken when they are not.)
-
-A cell has diverged when training raises `train.DivergenceError` (a non-finite or exploding loss or gradient), or
-when the evaluation loss is non-finite or grows `blowup_factor` times above its value at initialisation (BlowUp).
-Its "steps to the bar" is the first checked step whose energy distance is at most the quality bar. The final
-quality is the last check's energy distance. A cell that finishes also gets its bound on the negative
-log-likelihood of those held-out points, −ELBO in nats per example and bits per dimension (`minidiff.elbo`, all T
-terms).
+its parameters are saved to snapshots.npz (for `minidiff landscape`) and its EMA model is checked (`checks.py`: the
+evaluation loss, the energy distance of its samples, divergence and blow-up). Its "steps to the bar" is the first
+checked step whose energy distance is at most the quality bar. The final quality is the last check's energy
+distance. A cell that finishes also gets its bound on the negative log-likelihood of the held-out points, −ELBO in
+nats per example and bits per dimension (all T terms).
 
 Two ways to train a cell, with the same files and the same row: alone (`run_cell`: `trajectory.train_with_snapshots`,
 segments of `loop.train`), or with the other cells of its stack (`run_stack`: `runs.stack.train_stack`, whose runs
-are bit for bit the runs alone). Either way the checks are this module's, cell by cell.
+are bit for bit the runs alone). A stack's cells are also checked together, their networks evaluated as one stack
+for every sample step and bound term (`checks.check_together`, `checks.bounds_together`); a cell alone is checked
+by the same functions as a stack of one, so the two give the same numbers, bit for bit.
 
 Resume. Besides the run's own files (config.json, checkpoint.npz, loss_log.csv) the folder keeps checks.json — the
 checks so far and the state of the checks' generator, written after each check — and, once the cell is done,
@@ -27,88 +20,23 @@ that a kill cut off is made again from the checkpoint of its step, with the gene
 alone that was cut off starts again from the beginning (the same numbers, later).
 """
 import dataclasses
-import json
 import os
 import time
 import warnings
 
 import numpy as np
 
-from minidiff import metrics
-from minidiff.runs import checkpoint as ckpt, datafile, files, loop as run, stack as runstack
+from minidiff.runs import checkpoint as ckpt, files, loop as run, stack as runstack
 from minidiff.runs.progress import silent
-from minidiff.elbo import elbo
-from minidiff.sample import sample
-from minidiff.train import ConfigError, DivergenceError, make_problem, model_fn, validate
-from minidiff.lab.diagnostics import gradvar, landscape, trajectory
+from minidiff.train import ConfigError, DivergenceError, validate
+from minidiff.lab.diagnostics import trajectory
+from minidiff.lab.diagnostics.checks import BlowUp, Checks, bounds_together, check_together
 
-BLOWUP_FACTOR = 100.0      # an evaluation loss 100 × its initial value counts as divergence
-EVAL_STREAM = 1            # the checks' generator: SeedSequence([seed, EVAL_STREAM]), apart from the run's four
-CHECKS_FILE, CELL_FILE = "checks.json", "cell.json"
+CELL_FILE = "cell.json"
 
 
 def cell_name(index, config):
     return f"{index:03d}-{config.target}-{config.schedule}-{config.weighting}-lr{config.lr:g}-s{config.seed}"
-
-
-class BlowUp(RuntimeError):
-    """The evaluation loss became non-finite or grew beyond blowup_factor times its initial value."""
-
-    def __init__(self, message, step):
-        super().__init__(message)
-        self.step = step
-
-
-class Checks:
-    """The periodic checks of one cell (module docstring), called with the state after each segment."""
-
-    def __init__(self, config, sweep):
-        self.config, self.sweep, self.history = config, sweep, []
-        self.rng = np.random.default_rng([config.seed, EVAL_STREAM])
-        x_train, self.x_held, self.stats = run.load_training_data(config, run.generators(config.seed)[0])
-        self.problem = make_problem(dataclasses.replace(config, dtype="float64"))
-        self.batch = gradvar.draw_examples(x_train, sweep.eval_n, config.T, self.rng)
-
-    def __call__(self, state):
-        params = {k: np.asarray(v, dtype=np.float64) for k, v in state.ema.items()}
-        with np.errstate(all="ignore"):
-            loss = landscape.loss_at(params, self.problem, self.batch)
-            energy = self.energy(params) if np.isfinite(loss) else float("nan")
-        self.history.append(dict(step=state.step, eval_loss=loss, energy_distance=energy))
-        first = self.history[0]["eval_loss"]
-        if not np.isfinite(loss) or loss > self.sweep.blowup_factor * first:
-            raise BlowUp(f"step {state.step}: evaluation loss {loss:.4g} (at initialisation {first:.4g})", state.step)
-
-    def energy(self, params):
-        model = model_fn(params, self.problem, self.config)
-        x = sample(model, self.problem.target, self.problem.schedule, (self.sweep.quality_n, self.x_held.shape[1]),
-                   self.rng, sampler="ddpm", steps=min(self.sweep.quality_steps, self.config.T))
-        if self.stats is not None:
-            x = datafile.unstandardize(x, self.stats)
-        if not np.all(np.isfinite(x)):
-            return float("inf")
-        distance = metrics.energy_distance(x, self.x_held[:self.sweep.quality_n])
-        return distance if np.isfinite(distance) else float("inf")  # points so far out that distances overflow
-
-    def bound(self, params):
-        """{elbo_nats, elbo_bits_per_dim, elbo_stderr_nats} of the EMA model on quality_n held-out points."""
-        model = model_fn(params, self.problem, self.config)
-        with np.errstate(all="ignore"):
-            result = elbo(model, self.problem.schedule, self.x_held[:self.sweep.quality_n], target=self.problem.target,
-                          rng=self.rng, stats=self.stats)
-        return dict(elbo_nats=result.nats, elbo_bits_per_dim=result.bits_per_dim, elbo_stderr_nats=result.stderr_nats)
-
-    def save(self, run_dir):
-        """checks.json: the checks so far and the generator's state, to continue from (`restore`)."""
-        files.save_json(os.path.join(run_dir, CHECKS_FILE), dict(history=self.history,
-                                                                 rng=self.rng.bit_generator.state))
-
-    def restore(self, run_dir):
-        """Continue from checks.json in run_dir, if there is one (the evaluation batch is drawn again, as at first)."""
-        path = os.path.join(run_dir, CHECKS_FILE)
-        if os.path.exists(path):
-            saved = ckpt.load_json(path)
-            self.history, self.rng.bit_generator.state = saved["history"], saved["rng"]
 
 
 class Cell:
@@ -139,28 +67,40 @@ class Cell:
 
     def at_segment(self, state, snapshot=True):
         """After a segment: the snapshot (unless the caller saves it) and the check of this step, each once."""
+        if snapshot:
+            self.snapshot(state)
+        if self.unchecked(state):
+            self.checks(state)
+            self.checks.save(self.run_dir)
+
+    def snapshot(self, state):
+        """Add the parameters at this step to snapshots.npz, once."""
         steps, thetas, _, _ = self.snapshots
-        if snapshot and state.step not in steps:
+        if state.step not in steps:
             theta, names, shapes = trajectory.flatten(state.params)
             steps.append(state.step)
             thetas.append(theta)
             self.snapshots = (steps, thetas, names, shapes)
             trajectory.save_snapshots(self.run_dir, steps, thetas, names, shapes)
-        if state.step not in [h["step"] for h in self.checks.history]:
-            self.checks(state)
-            self.checks.save(self.run_dir)
 
-    def outcome(self, result):
-        """The outcome's columns, from what training gave: its RunResult, or the exception that stopped it."""
+    def unchecked(self, state):
+        return state.step not in [h["step"] for h in self.checks.history]
+
+    def outcome(self, result, bound=None):
+        """The outcome's columns, from what training gave: its RunResult, or the exception that stopped it; a
+        finished cell's bound is measured here unless the caller measured it (`bounds_together`)."""
         if isinstance(result, (DivergenceError, BlowUp)):
             return dict(status="diverged" if isinstance(result, DivergenceError) else "blow-up", reason=str(result),
                         diverged_at_step=getattr(result, "step", None))
         if isinstance(result, Exception):
             return dict(status="error", reason=f"{type(result).__name__}: {result}")
         last = self.checks.history[-1]
-        ema = {k: np.asarray(v, dtype=np.float64) for k, v in run.load_run(self.run_dir)[3].ema.items()}
         return dict(status="ok", reason="", final_loss=result.final_loss, final_eval_loss=last["eval_loss"],
-                    energy_distance=last["energy_distance"], **self.checks.bound(ema))
+                    energy_distance=last["energy_distance"], **(bound or self.checks.bound(self.final_ema())))
+
+    def final_ema(self):
+        """The EMA weights of the finished run, from its checkpoint."""
+        return run.load_run(self.run_dir)[3].ema
 
     def row(self, outcome, wall_s=None):
         """(row, checks) of the finished cell; cell.json records both."""
@@ -243,18 +183,26 @@ def run_cell(task, index, config, report):
 
 
 def run_stack(task, report):
-    """The cells of one stack, trained together with runs.stack.train_stack: [(row, checks)] in the task's order."""
+    """The cells of one stack, trained together with runs.stack.train_stack and checked together (`check_together`,
+    `bounds_together`): [(row, checks)] in the task's order."""
     sweep, resume = task.sweep, task.resume
-    started, results, cells = time.perf_counter(), {}, []
+    started, results, cells, done = time.perf_counter(), {}, [], []
     for index, config in task.members:
         cell = Cell(index, config, sweep, task.out_dir, task.bar)
-        done = finished(cell.run_dir) if resume else None
-        if done is not None:
-            results[index] = done
+        saved = finished(cell.run_dir) if resume else None
+        if saved is not None:
+            results[index] = saved
         else:
             cells.append(cell)
-    def on_exit(r, result):  # a cell's row as soon as it leaves the stack (its wall time: from the stack's start)
-        results[cells[r].index] = cells[r].row(cells[r].outcome(result), wall_s=time.perf_counter() - started)
+
+    def row(cell, outcome):  # its wall time: from the stack's start
+        results[cell.index] = cell.row(outcome, wall_s=time.perf_counter() - started)
+
+    def on_exit(r, result):  # a cell's row as soon as it leaves the stack; the finished ones' bounds together, after
+        if isinstance(result, Exception):
+            row(cells[r], cells[r].outcome(result))
+        else:
+            done.append((cells[r], result))
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
@@ -262,8 +210,11 @@ def run_stack(task, report):
             for cell in cells:
                 cell.open(resume)
             runstack.train_stack([c.config for c in cells], [c.run_dir for c in cells], resume=resume,
-                                 segment=sweep.check_every, on_segment=lambda r, state: cells[r].at_segment(state),
+                                 segment=sweep.check_every, on_segments=lambda pairs: _checked(cells, pairs),
                                  on_exit=on_exit, advance=report)
+            bounds = bounds_together([c.checks for c, _ in done], [c.final_ema() for c, _ in done])
+            for (cell, result), bound in zip(done, bounds):
+                row(cell, cell.outcome(result, bound))
         except run.Interrupted:
             raise  # not an outcome: the cells are to be resumed
         except Exception as err:  # noqa: BLE001  (the stack could not run: the rows of the cells left say why)
@@ -271,3 +222,17 @@ def run_stack(task, report):
                 if cell.index not in results:
                     results[cell.index] = cell.row(dict(status="error", reason=f"{type(err).__name__}: {err}"))
     return [results[index] for index, _ in task.members]
+
+
+def _checked(cells, pairs):
+    """on_segments for train_stack: each cell's snapshot, then the checks of those not yet checked at this step, all
+    together, each saved as `Cell.at_segment` saves it (not a check that blew up: cell.json keeps that one); {r:
+    BlowUp} for the cells that blew up."""
+    for r, state in pairs:
+        cells[r].snapshot(state)
+    todo = [(r, state) for r, state in pairs if cells[r].unchecked(state)]
+    failed = check_together([cells[r].checks for r, _ in todo], [state for _, state in todo])
+    for i, (r, _) in enumerate(todo):
+        if i not in failed:
+            cells[r].checks.save(cells[r].run_dir)
+    return {todo[i][0]: err for i, err in failed.items()}

@@ -1,7 +1,7 @@
 """Stability sweeps: train a grid of learning rate × target × schedule × weighting × seed and record what happens.
 
-Each cell is one run in its own folder under OUT/runs, checked every `check_every` steps (`cell.py` says how, and
-what a cell's row holds). Three engines train the cells, with the same files and the same rows:
+Each cell is one run in its own folder under OUT/runs, checked every `check_every` steps (`checks.py` says how,
+`cell.py` what a cell's row holds). Three engines train the cells, with the same files and the same rows:
 
 - stacked (the default): the cells that share a network shape are trained together as stacks
   (`runs.stack.train_stack`, `minidiff/stacked.py`: each run of a stack bit for bit as alone), one stack per worker
@@ -39,8 +39,8 @@ from minidiff.runs.progress import Batched, open_bar
 from minidiff.runs.stack import SHARED
 from minidiff.train import TrainConfig
 from minidiff.lab.diagnostics.applied import save_csv, save_json, to_plain
-from minidiff.lab.diagnostics.cell import (BLOWUP_FACTOR, EVAL_STREAM, BlowUp, Cell, Checks, Task,  # noqa: F401
-                                           cell_name, finished, run_task)
+from minidiff.lab.diagnostics.checks import BLOWUP_FACTOR, EVAL_STREAM
+from minidiff.lab.diagnostics.cell import Cell, Task, cell_name, finished, run_task
 from minidiff.targets import TARGETS
 
 BAR_OVER_FLOOR = 3.0       # the default quality bar: energy distance ≤ 3 × the data-vs-data floor
