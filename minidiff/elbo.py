@@ -40,6 +40,7 @@ import numpy as np
 
 from minidiff.discrete import discretized_gaussian_nll, grid_index
 from minidiff.forward import posterior_variance, q_posterior, q_sample
+from minidiff.schedules import at, stack_schedules
 from minidiff.targets import canonical_target, check_identifiable, predicted_mean
 from minidiff.timesteps import UNIFORM_MIX
 
@@ -107,19 +108,29 @@ def terms_at(model, schedule, x0, t, eps, *, target, sigma2, levels=None):
 
 
 def terms_of(prediction, schedule, x0, x_t, t, *, target, sigma2, levels=None):
-    """L_t per example (n,) from the model's prediction of `target` at x_t (n, D), each row at its timestep t."""
+    """L_t per example from the model's prediction of `target` at x_t: rows (n, D) each at its timestep t (n,), or
+    every row at one int t — also for R runs at once, x (R, n, D) with stacked tables (`schedules.stack_schedules`,
+    sigma2 (T, R, 1)), giving (R, n)."""
     mu_theta = predicted_mean(target, schedule, prediction, x_t, t)  # μ_θ(x_t, t)
-    var = sigma2[t][:, None]
+    var = at(sigma2, t, x_t)
+    if np.ndim(t) == 0:
+        if t == 0:
+            return _decoder(x0, mu_theta, var, levels)
+        return gaussian_kl(*q_posterior(schedule, x0, x_t, t), mu_theta, var)  # post eq. (8)
     out = np.empty(len(x0))
     first = t == 0
-    if levels is None:
-        out[first] = gaussian_nll(x0[first], mu_theta[first], var[first])  # the decoder L_0
-    else:
-        out[first] = discretized_gaussian_nll(x0[first], mu_theta[first], var[first], levels)  # Ho et al. eq. (13)
+    out[first] = _decoder(x0[first], mu_theta[first], var[first], levels)
     rest = ~first
     mean_q, var_q = q_posterior(schedule, x0[rest], x_t[rest], t[rest])  # post eq. (8)
     out[rest] = gaussian_kl(mean_q, var_q, mu_theta[rest], var[rest])
     return out
+
+
+def _decoder(x0, mu_theta, var, levels):
+    """L_0: the Gaussian decoder's −log density, or with `levels` the discretised decoder's (Ho et al. eq. (13))."""
+    if levels is None:
+        return gaussian_nll(x0, mu_theta, var)
+    return discretized_gaussian_nll(x0, mu_theta, var, levels)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -175,14 +186,14 @@ def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling=
     def run(x, t):  # L_t of each row at its timestep, with a fresh draw of x_t
         return terms_at(model, schedule, x, t, rng.standard_normal(x.shape), target=target, sigma2=sigma2,
                         levels=levels)
-    alone = lambda x_ts, t: [model(x_ts[0], np.full(len(x_ts[0]), t))]  # noqa: E731  (one model: a stack of one)
+    alone = lambda x_t, t: model(x_t[0], np.full(x_t.shape[1], t))[None]  # noqa: E731  (a stack of one)
     if t_sampling == "exact":
-        terms, = _all_terms(alone, [schedule], [x0], [rng], [target], [sigma2], levels, progress)  # (T, n)
+        terms = _all_terms(alone, [schedule], x0[None], [rng], [target], [sigma2], levels, progress)[0]  # (T, n)
         return _summary(terms, terms[0], terms[1:].sum(0), prior_term(schedule, x0), x0.shape[1], t_sampling, stats,
                         levels)
     p = np.full(schedule.T, 1.0 / schedule.T)
     if t_sampling == "importance":
-        p = _proposal(_all_terms(alone, [schedule], [x0[:pilot]], [rng], [target], [sigma2], levels, progress)[0])
+        p = _proposal(_all_terms(alone, [schedule], x0[None, :pilot], [rng], [target], [sigma2], levels, progress)[0])
     t = rng.choice(schedule.T, size=len(x0), p=p)
     weighted = run(x0, t) / p[t]  # E_{t~p}[L_t / p(t)] = Σ_t L_t
     if progress is not None:
@@ -193,36 +204,40 @@ def elbo(model, schedule, x0, *, target, rng, variance="beta_tilde", t_sampling=
 
 def elbos(predict, schedules, x0s, *, targets, rngs, variance="beta_tilde", stats=None, progress=None):
     """The exact bounds of R models at once, for a caller that evaluates their networks together (a stack of runs:
-    `runs.stack.stacked_models`). predict(x_ts, t) -> the R models' predictions at x_ts[r] (n_r, D), every row at
-    timestep t. Bound r is elbo(model_r, schedules[r], x0s[r], target=targets[r], rng=rngs[r], variance=variance,
-    stats=stats[r]) bit for bit when predict gives what model_r gives: run r draws its x_t from rngs[r] in elbo's
-    order and its terms come from the same functions; only the network calls are shared."""
+    `runs.stack.stacked_models`): predict(x_t, t) -> the R models' predictions (R, n, D) at x_t (R, n, D), every
+    row at timestep t. The x0s have n rows each. Bound r is elbo(model_r, schedules[r], x0s[r],
+    target=targets[r], rng=rngs[r], variance=variance, stats=stats[r]) bit for bit when predict gives what model_r
+    gives: run r draws its x_t from rngs[r] in elbo's order, and its terms are computed by the same functions,
+    the runs of one target at once."""
     R = len(schedules)
     stats = [None] * R if stats is None else stats
-    if len({s.T for s in schedules}) != 1:
-        raise ValueError(f"the bounds computed together share T, got {sorted({s.T for s in schedules})}")
     targets = [canonical_target(target) for target in targets]
     for schedule, target in zip(schedules, targets):
         check_terminal_snr(schedule, target)
     sigma2s = [reverse_variances(schedule, variance) for schedule in schedules]
-    x0s = [standardized(x0, s) for x0, s in zip(x0s, stats)]
-    together = _all_terms(predict, schedules, x0s, rngs, targets, sigma2s, None, progress)
-    return [_summary(terms, terms[0], terms[1:].sum(0), prior_term(schedule, x0), x0.shape[1], "exact", s)
-            for terms, schedule, x0, s in zip(together, schedules, x0s, stats)]
+    x0 = np.stack([standardized(x, s) for x, s in zip(x0s, stats)])  # (R, n, D)
+    terms = _all_terms(predict, schedules, x0, rngs, targets, sigma2s, None, progress)  # (R, T, n)
+    return [_summary(terms[r], terms[r][0], terms[r][1:].sum(0), prior_term(schedules[r], x0[r]), x0.shape[2],
+                     "exact", stats[r]) for r in range(R)]
 
 
-def _all_terms(predict, schedules, x0s, rngs, targets, sigma2s, levels, progress):
-    """Every L_t for every row of each x0s[r], [(T, n_r)]: per t, each run draws x_t from its generator, then one
-    call of predict for all runs (see `elbos`)."""
-    T = schedules[0].T
-    terms = [np.empty((T, len(x0))) for x0 in x0s]
+def _all_terms(predict, schedules, x0, rngs, targets, sigma2s, levels, progress):
+    """Every L_t for every row of every run, (R, T, n), for x0 (R, n, D): per t, each run draws x_t from its own
+    generator, then one call of predict for all runs, and the terms of the runs of each target together."""
+    (R, n, D), T = x0.shape, schedules[0].T
+    groups = {}
+    for r, target in enumerate(targets):
+        groups.setdefault(target, []).append(r)
+    tables = {target: (rows, stack_schedules([schedules[r] for r in rows]),
+                       np.stack([sigma2s[r] for r in rows], axis=1)[..., None]) for target, rows in groups.items()}
+    schedule, terms = stack_schedules(schedules), np.empty((R, T, n))
     for t in range(T):
-        steps = [np.full(len(x0), t) for x0 in x0s]
-        x_ts = [q_sample(s, x0, step, rng.standard_normal(x0.shape))
-                for s, x0, step, rng in zip(schedules, x0s, steps, rngs)]
-        for r, prediction in enumerate(predict(x_ts, t)):
-            terms[r][t] = terms_of(prediction, schedules[r], x0s[r], x_ts[r], steps[r], target=targets[r],
-                                   sigma2=sigma2s[r], levels=levels)
+        eps = np.stack([rng.standard_normal((n, D)) for rng in rngs])  # (R, n, D)
+        x_t = q_sample(schedule, x0, t, eps)  # post eq. (3), each run at its own schedule
+        prediction = predict(x_t, t)
+        for target, (rows, stacked, sigma2) in tables.items():
+            terms[rows, t] = terms_of(prediction[rows], stacked, x0[rows], x_t[rows], t, target=target,
+                                      sigma2=sigma2, levels=levels)
         if progress is not None:
             progress(1)
     return terms

@@ -93,6 +93,18 @@ def at(values, t, x):
     return v.reshape(v.shape + (1,) * (np.ndim(x) - v.ndim))
 
 
+def stack_schedules(schedules):
+    """R schedules of one T as one, for R runs evaluated together at one timestep: every table (T, R, 1), so that
+    `at(table, t, x)` at an int t gives each run's value as an (R, 1, 1) column against x (R, n, D) — and the
+    functions that read a schedule through `at` (q_sample, q_posterior, the targets' conversions) compute, run by
+    run, what they compute for that run's own schedule."""
+    if len({s.T for s in schedules}) != 1:
+        raise ValueError(f"schedules stacked together share T, got {sorted({s.T for s in schedules})}")
+    tables = {f.name: np.stack([getattr(s, f.name) for s in schedules], axis=1)[..., None]
+              for f in dataclasses.fields(Schedule) if isinstance(getattr(schedules[0], f.name), np.ndarray)}
+    return dataclasses.replace(schedules[0], name="stack", **tables)
+
+
 # --- building a Schedule from β or from ᾱ -----------------------------------------------------------------
 
 def from_betas(betas, name="custom", *, zero_terminal_snr=False, options=None, alpha_bar=None):

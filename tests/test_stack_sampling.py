@@ -70,7 +70,7 @@ def test_bounds_of_a_stack_are_each_runs_elbo_bit_for_bit():
     params = [nn.init(np.random.default_rng(10 + i), c.network(2), dtype=np.float64) for i, c in enumerate(configs)]
     x0 = np.random.default_rng(5).standard_normal((40, 2))
     forward = stacked_models(params, problems, configs, np.arange(60))
-    together = elbos(lambda x_ts, t: list(forward(np.stack(x_ts), t)), [p.schedule for p in problems],
+    together = elbos(forward, [p.schedule for p in problems],
                      [x0] * len(cases), targets=[c.target for c in configs],
                      rngs=[np.random.default_rng(30 + i) for i in range(len(cases))])
     for i, (p, problem, config) in enumerate(zip(params, problems, configs)):

@@ -133,7 +133,7 @@ def bounds_together(checks, emas):
         forward = runstack.stacked_models([emas[r] for r in group], [c.problem for c in cells],
                                           [c.config for c in cells], np.arange(T))
         with np.errstate(all="ignore"):
-            bounds = elbos(lambda x_ts, t: list(forward(np.stack(x_ts), t)), [c.problem.schedule for c in cells],
+            bounds = elbos(forward, [c.problem.schedule for c in cells],
                            [c.x_held[:c.sweep.quality_n] for c in cells], targets=[c.problem.target for c in cells],
                            rngs=[c.rng for c in cells], stats=[c.stats for c in cells])
         for r, bound in zip(group, bounds):
