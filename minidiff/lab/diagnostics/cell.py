@@ -45,7 +45,7 @@ class Cell:
     def __init__(self, index, config, sweep, out_dir, bar):
         self.index, self.config, self.sweep, self.bar = index, config, sweep, bar
         self.run_dir = os.path.join(out_dir, "runs", cell_name(index, config))
-        self.started, self.checks, self.snapshots = time.perf_counter(), None, ([], [], None, None)
+        self.started, self.checks, self.path = time.perf_counter(), None, ([], [])
 
     def first_row(self):
         row = dict(index=self.index, lr=self.config.lr, target=self.config.target, schedule=self.config.schedule,
@@ -62,8 +62,8 @@ class Cell:
         if resume:
             self.checks.restore(self.run_dir)
             if trajectory.has_snapshots(self.run_dir):
-                steps, thetas, names, shapes = trajectory.load_snapshots(self.run_dir)
-                self.snapshots = (list(steps), list(thetas), names, shapes)
+                steps, thetas, _, _ = trajectory.load_snapshots(self.run_dir)
+                self.path = (list(steps), list(thetas))
 
     def at_segment(self, state, snapshot=True):
         """After a segment: the snapshot (unless the caller saves it) and the check of this step, each once."""
@@ -75,13 +75,7 @@ class Cell:
 
     def snapshot(self, state):
         """Add the parameters at this step to snapshots.npz, once."""
-        steps, thetas, _, _ = self.snapshots
-        if state.step not in steps:
-            theta, names, shapes = trajectory.flatten(state.params)
-            steps.append(state.step)
-            thetas.append(theta)
-            self.snapshots = (steps, thetas, names, shapes)
-            trajectory.save_snapshots(self.run_dir, steps, thetas, names, shapes)
+        trajectory.add_snapshot(self.run_dir, self.path, state.step, state.params)
 
     def unchecked(self, state):
         return state.step not in [h["step"] for h in self.checks.history]

@@ -44,6 +44,17 @@ def save_snapshots(run_dir, steps, thetas, names, shapes):
         "layout": json.dumps({"names": names, "shapes": shapes})})
 
 
+def add_snapshot(run_dir, path, step, params):
+    """Append the params at `step` to a path ([steps], [θ]) — once — and save the path as snapshots.npz."""
+    steps, thetas = path
+    if step in steps:
+        return
+    theta, names, shapes = flatten(params)
+    steps.append(step)
+    thetas.append(theta)
+    save_snapshots(run_dir, steps, thetas, names, shapes)
+
+
 def load_snapshots(run_dir):
     """(steps (k,), thetas (k, P), names, shapes) of a run recorded by `train_with_snapshots`."""
     tree = checkpoint.load_arrays(os.path.join(run_dir, SNAPSHOT_FILE))
@@ -66,16 +77,13 @@ def train_with_snapshots(config, out_dir, every, *, on_segment=None, progress=No
     if not every >= 1:
         raise ValueError(f"the snapshot interval must be >= 1 step, got {every}")
     stops = list(range(0, config.steps, every)) + [config.steps]
-    steps, thetas, result = [], [], None
+    path, result = ([], []), None
     for i, stop in enumerate(stops):
         last = stop == config.steps
         result = run.train(config, out_dir, resume=i > 0, progress=progress, evaluate=evaluate and last,
                            stop_at=stop, echo=echo if last else silent, plot=plot)
         state = run.load_run(out_dir)[3]
-        theta, names, shapes = flatten(state.params)
-        steps.append(state.step)
-        thetas.append(theta)
-        save_snapshots(out_dir, steps, thetas, names, shapes)
+        add_snapshot(out_dir, path, state.step, state.params)
         if on_segment is not None:
             on_segment(state)
     return result

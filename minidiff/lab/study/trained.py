@@ -95,11 +95,7 @@ def _train_together(group):
     def on_segment(r, state):
         out, _, snapshots = members[r]
         if snapshots:
-            theta, names, shapes = trajectory.flatten(state.params)
-            steps, thetas = paths.setdefault(r, ([], []))
-            steps.append(state.step)
-            thetas.append(theta)
-            trajectory.save_snapshots(out, steps, thetas, names, shapes)
+            trajectory.add_snapshot(out, paths.setdefault(r, ([], [])), state.step, state.params)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PriorTermWarning)
         outcomes = runstack.train_stack([c for _, c, _ in members], [o for o, _, _ in members], segment=every,
