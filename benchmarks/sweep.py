@@ -3,7 +3,7 @@ stacked trainer against single runs and against a PyTorch `torch.func` ensemble,
 
     python benchmarks/sweep.py            # everything (about 15 min on the project's 2-core machine, if quiet)
     python benchmarks/sweep.py --quick    # 10 cells, 300 steps: to check that it runs
-    python benchmarks/sweep.py --sections training,one   # some of: sweep, training, one
+    python benchmarks/sweep.py --sections training,one   # some of: sweep, training, cell, one
 
 Writes benchmarks/results/sweep.json (every number) and sweep.md (the tables). PyTorch is optional, as in cpu.py:
 without it its column is empty. It is never a dependency of minidiff or its tests.
@@ -20,6 +20,10 @@ What is measured (the study's sweep cell: moons, T = 1000, the 64-wide MLP with 
   per run — the PyTorch way to train many small models. Each competitor does the same work: per-run tables of
   √ᾱ_t, √(1 − ᾱ_t), a_t, b_t, w(t), its draws (minidiff from each run's own generator, PyTorch from its own
   generator, all runs at once), the loss, the gradient, its norm per run, clipping, Adam and the EMA. One thread.
+- cell: what one cell costs, CPU seconds: its training steps, its checks and its bound, alone (as the process engine
+  runs a cell) and as one of the 75 cells of a worker's stack (as the stacked engine does with 2 workers); and the
+  training step's matrix products alone, as batched products of 75 runs. From these, the most any stacking could
+  gain: with the checks free, and with the step reduced to its products.
 - one: a stack of one against the single run: the step (`stacked.train_step` against `train.train_step`) and the
   whole loop (`runs.stack.train_stack` against `runs.loop.train`, with their logs and checkpoints), for the sweep
   cell and for TrainConfig's default network (34-256-256-256-2, batch 256).
@@ -239,6 +243,62 @@ def training_section(quick):
             "torch": None if torch is None else torch.__version__}
 
 
+# --- cell: what a cell costs, piece by piece -----------------------------------------------------------------------
+
+def _cpu_of(f, repeat=1):
+    cpu = time.process_time()
+    for _ in range(repeat):
+        f()
+    return (time.process_time() - cpu) / repeat
+
+
+def products(params_shapes, R, B, dtype):
+    """CPU seconds of the training step's matrix products alone for R runs at batch B: per layer x W forward, and
+    x̄ = z̄ Wᵀ (not for the first layer) and W̄ = xᵀ z̄ backward, as (R, ·, ·) batched products."""
+    rng, work = np.random.default_rng(0), []
+    for i, (n, m) in enumerate(params_shapes):
+        x, W, g = (rng.standard_normal(shape).astype(dtype) for shape in ((R, B, n), (R, n, m), (R, B, m)))
+        work += [(x, W), (x.transpose(0, 2, 1), g)] + ([(g, W.transpose(0, 2, 1))] if i else [])
+    return lambda: [a @ b for a, b in work]
+
+
+def cell_section(quick):
+    """One cell's CPU cost: its training steps, its checks and its bound, alone (as the process engine runs a cell;
+    its checks a stack of one) and as one of the R cells of a worker's stack (the stacked engine with WORKERS
+    workers); and the training step's matrix products alone."""
+    from minidiff.lab.diagnostics.checks import Checks, bounds_together, check_together
+    R = 10 if quick else len(TARGETS) * len(LRS) * len(SEEDS) // WORKERS
+    configs, problems, xs, states = runs(len(SEEDS))
+    configs, problems, xs, states = configs[:R], problems[:R], xs[:R], states[:R]
+    settings = sweep_settings(SEEDS, STEPS)
+    n_checks = STEPS // CHECKS["check_every"] + 1
+    alone = configs[:2] if quick else configs[:4]  # cells timed one by one (their cost does not depend on the cell)
+    training = race({"stacked": minidiff_stacked(configs, problems, xs, states),
+                     "single": minidiff_single(alone, problems, xs, states)}, steps=10 if quick else 50)
+    load = os.getloadavg()
+    checks_alone = np.median([_cpu_of(lambda: check_together([Checks(c, settings)], [s])) -
+                              _cpu_of(lambda: Checks(c, settings)) for c, s in zip(alone, states)])
+    bound_alone = np.median([_cpu_of(lambda: bounds_together([Checks(c, settings)], [s.ema])) -
+                             _cpu_of(lambda: Checks(c, settings)) for c, s in zip(alone, states)])
+    made = [Checks(c, settings) for c in configs]
+    checks_stacked = _cpu_of(lambda: check_together(made, states)) / R
+    bound_stacked = _cpu_of(lambda: bounds_together(made, [s.ema for s in states])) / R
+    names = [k for k in states[0].params if k.endswith(".W")]
+    shapes = [states[0].params[k].shape for k in names]
+    product = _cpu_of(products(shapes, R, CELL["batch_size"], np.float32), repeat=20) / R
+    result = {"runs": R, "steps": STEPS, "checks": n_checks, "load_before": list(load),
+              "load_after": list(os.getloadavg()),
+              "alone": {"training": training["single"] / len(alone) * STEPS, "checks": checks_alone * n_checks,
+                        "bound": bound_alone},
+              "stacked": {"training": training["stacked"] / R * STEPS, "checks": checks_stacked * n_checks,
+                          "bound": bound_stacked},
+              "products": product * STEPS}
+    print("  per cell, CPU s: " + "; ".join(f"{k}: " + ", ".join(f"{n} {v:.3f}" for n, v in result[k].items())
+                                            for k in ("alone", "stacked")) + f"; products {result['products']:.3f}",
+          flush=True)
+    return result
+
+
 # --- one: a stack of one ----------------------------------------------------------------------------------------
 
 def one_section(quick):
@@ -321,6 +381,24 @@ def markdown(result):
                 lines.append(f"| {label} | {p[name] * 1e3:.1f} | {p[name] / t['runs'] * 1e3:.3f} | "
                              f"{p[name] / p['minidiff_stacked']:.2f} |")
         lines += ["", f"Load average before / after: {_load(t['load_before'])} / {_load(t['load_after'])}."]
+    if "cell" in result:
+        c = result["cell"]
+        a, st = c["alone"], c["stacked"]
+        total = lambda part: sum(part.values())  # noqa: E731
+        lines += ["", "## What a cell costs", "",
+                  f"CPU seconds per cell, one thread: its {c['steps']} training steps, its {c['checks']} checks and "
+                  f"its bound, alone (the process engine; its checks a stack of one) and as one of the {c['runs']} "
+                  f"cells of a worker's stack (the stacked engine, {WORKERS} workers).", "",
+                  "| part | alone | in a stack | ratio |", "|---|---:|---:|---:|"]
+        for name, label in (("training", f"training, {c['steps']} steps"), ("checks", f"{c['checks']} checks"),
+                            ("bound", "the bound, every term")):
+            lines.append(f"| {label} | {a[name]:.3f} | {st[name]:.3f} | {a[name] / st[name]:.2f} |")
+        lines += [f"| **all** | **{total(a):.3f}** | **{total(st):.3f}** | **{total(a) / total(st):.2f}** |", "",
+                  f"The most stacking could gain over the process pool, from these parts: with the checks and the "
+                  f"bound free, {total(a) / st['training']:.1f} ×; with the training step reduced to its matrix "
+                  f"products alone ({c['products']:.3f} s per cell at {c['runs']} runs, fp32) as well, "
+                  f"{total(a) / c['products']:.1f} ×.",
+                  "", f"Load average before / after: {_load(c['load_before'])} / {_load(c['load_after'])}."]
     if "one" in result:
         lines += ["", "## A stack of one against the single run, one thread", "",
                   "Median CPU time per step in ms: the step alone, and the whole loop (logs and checkpoints "
@@ -343,12 +421,12 @@ def _load(values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small sweep and few steps: to check that it runs")
-    parser.add_argument("--sections", default="sweep,training,one", help="some of: sweep, training, one")
+    parser.add_argument("--sections", default="sweep,training,cell,one", help="some of: sweep, training, cell, one")
     parser.add_argument("--out", default=RESULTS, help="folder for sweep.json and sweep.md")
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # cpu.py's TorchDenoiser
     result = {"quick": args.quick, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
-    sections = {"sweep": sweep_section, "training": training_section, "one": one_section}
+    sections = {"sweep": sweep_section, "training": training_section, "cell": cell_section, "one": one_section}
     for name in args.sections.split(","):
         print(f"{name}:", flush=True)
         result[name] = sections[name](args.quick)

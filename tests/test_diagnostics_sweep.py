@@ -11,9 +11,13 @@ import time
 import numpy as np
 import pytest
 
+from minidiff import metrics, nn
+from minidiff.elbo import elbo
 from minidiff.runs import checkpoint as ckpt, loop as run
+from minidiff.sample import sample
 from minidiff.lab.diagnostics import sweep, tables
-from minidiff.train import DivergenceError
+from minidiff.lab.diagnostics.checks import Checks
+from minidiff.train import DivergenceError, TrainConfig, make_problem, model_fn
 
 BASE = dict(dataset="gmm2d", T=40, hidden=16, depth=1, time_dim=8, n_train=256, batch_size=32, steps=20,
             warmup_steps=5, log_every=10, checkpoint_every=10)
@@ -161,3 +165,22 @@ def test_the_grid_is_every_combination_in_a_fixed_order():
     assert all(c.T == BASE["T"] and c.hidden == BASE["hidden"] for _, c in grid)
     with pytest.raises(TypeError):
         sweep.cells(sweep.SweepConfig(base={"no_such_option": 1}))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_cells_checks_are_its_network_in_its_own_dtype_as_sample_and_elbo_see_it(dtype):
+    config = TrainConfig(**{**BASE, "dtype": dtype, "target": "v"})
+    checks = Checks(config, sweep.SweepConfig(**TINY))
+    params = nn.init(np.random.default_rng(3), config.network(2), dtype=np.dtype(dtype))
+    problem = make_problem(config)
+    model = model_fn(params, problem, config)
+    copy = np.random.default_rng()
+    copy.bit_generator.state = checks.rng.bit_generator.state
+    want = elbo(model, problem.schedule, checks.x_held[:64], target="v", rng=copy, stats=checks.stats)
+    assert checks.bound(params)["elbo_nats"] == want.nats  # bit for bit: elbo on the same draws
+    state = run.initial_state(config, 2, np.random.default_rng(3), np.random.default_rng(4))
+    copy.bit_generator.state = checks.rng.bit_generator.state
+    checks(state)
+    x = sample(model_fn(state.ema, problem, config), problem.target, problem.schedule, (64, 2), copy, steps=10)
+    want = metrics.energy_distance(x, checks.x_held[:64])
+    assert np.isclose(checks.history[-1]["energy_distance"], want, rtol=1e-9, atol=1e-12)  # sample_stack: to rounding

@@ -17,8 +17,8 @@ A cell that finishes gets its bound, −ELBO on quality_n held-out points with e
 Together. Past training, what a cell costs is these checks: 500 samples through 100 steps, nine times, and 500
 points through T = 1000 bound terms, about as many network evaluations as its training. The cells of a stack are
 checked at once: each sampler step and each bound term is one stacked network evaluation for all of them
-(`runs.stack.sample_stack`, `runs.stack.stacked_models`), while each cell draws from its own generator in the order
-it would alone. A cell trained alone is checked by the same functions, as a stack of one, so both engines give
+(`runs.stack.sample_stack`, `runs.stack.stacked_models`), and each bound term one computation for the cells of a
+target (`elbo.elbos`), while each cell draws from its own generator in the order it would alone. A cell trained alone is checked by the same functions, as a stack of one, so both engines give
 the same numbers, bit for bit.
 """
 import os
