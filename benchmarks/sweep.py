@@ -272,14 +272,17 @@ def cell_section(quick):
     configs, problems, xs, states = configs[:R], problems[:R], xs[:R], states[:R]
     settings = sweep_settings(SEEDS, STEPS)
     n_checks = STEPS // CHECKS["check_every"] + 1
-    alone = configs[:2] if quick else configs[:4]  # cells timed one by one (their cost does not depend on the cell)
+    picks = range(0, R, max(R // (2 if quick else 8), 1))  # cells timed one by one, spread over the grid
+    alone = [configs[i] for i in picks]
     training = race({"stacked": minidiff_stacked(configs, problems, xs, states),
-                     "single": minidiff_single(alone, problems, xs, states)}, steps=10 if quick else 50)
+                     "single": minidiff_single(alone, [problems[i] for i in picks], [xs[i] for i in picks],
+                                               [states[i] for i in picks])}, steps=10 if quick else 100)
     load = os.getloadavg()
+    pairs = [(configs[i], states[i]) for i in picks]
     checks_alone = np.median([_cpu_of(lambda: check_together([Checks(c, settings)], [s])) -
-                              _cpu_of(lambda: Checks(c, settings)) for c, s in zip(alone, states)])
+                              _cpu_of(lambda: Checks(c, settings)) for c, s in pairs])
     bound_alone = np.median([_cpu_of(lambda: bounds_together([Checks(c, settings)], [s.ema])) -
-                             _cpu_of(lambda: Checks(c, settings)) for c, s in zip(alone, states)])
+                             _cpu_of(lambda: Checks(c, settings)) for c, s in pairs])
     made = [Checks(c, settings) for c in configs]
     checks_stacked = _cpu_of(lambda: check_together(made, states)) / R
     bound_stacked = _cpu_of(lambda: bounds_together(made, [s.ema for s in states])) / R
@@ -397,8 +400,14 @@ def markdown(result):
                   f"The most stacking could gain over the process pool, from these parts: with the checks and the "
                   f"bound free, {total(a) / st['training']:.1f} ×; with the training step reduced to its matrix "
                   f"products alone ({c['products']:.3f} s per cell at {c['runs']} runs, fp32) as well, "
-                  f"{total(a) / c['products']:.1f} ×.",
-                  "", f"Load average before / after: {_load(c['load_before'])} / {_load(c['load_after'])}."]
+                  f"{total(a) / c['products']:.1f} ×."]
+        if "sweep" in result:
+            pool = result["sweep"]["processes"]
+            lines += ["", f"The process pool's whole cell (its files, logs and snapshots too) cost "
+                          f"{pool['cpu'] / pool['cells']:.3f} CPU s in the sweep above: 20 × that rate asks for {pool['cpu'] / pool['cells'] / 20:.3f} s "
+                          f"per stacked cell, against {c['products']:.3f} s for the training step's matrix products "
+                          f"alone."]
+        lines += ["", f"Load average before / after: {_load(c['load_before'])} / {_load(c['load_after'])}."]
     if "one" in result:
         lines += ["", "## A stack of one against the single run, one thread", "",
                   "Median CPU time per step in ms: the step alone, and the whole loop (logs and checkpoints "
