@@ -403,10 +403,10 @@ def markdown(result):
                   f"{total(a) / c['products']:.1f} ×."]
         if "sweep" in result:
             pool = result["sweep"]["processes"]
-            lines += ["", f"The process pool's whole cell (its files, logs and snapshots too) cost "
-                          f"{pool['cpu'] / pool['cells']:.3f} CPU s in the sweep above: 20 × that rate asks for {pool['cpu'] / pool['cells'] / 20:.3f} s "
-                          f"per stacked cell, against {c['products']:.3f} s for the training step's matrix products "
-                          f"alone."]
+            per_cell = pool["cpu"] / pool["cells"]
+            lines += ["", f"The process pool's whole cell (its files, logs and snapshots too) cost {per_cell:.3f} CPU s "
+                          f"in the sweep above: 20 × that rate asks for {per_cell / 20:.3f} s per stacked cell, against "
+                          f"{c['products']:.3f} s for the training step's matrix products alone."]
         lines += ["", f"Load average before / after: {_load(c['load_before'])} / {_load(c['load_after'])}."]
     if "one" in result:
         lines += ["", "## A stack of one against the single run, one thread", "",
