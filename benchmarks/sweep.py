@@ -1,7 +1,7 @@
 """The numbers of docs/performance.md's "Many runs at once": the stacked sweep engine against the process pool, the
 stacked trainer against single runs and against a PyTorch `torch.func` ensemble, and a stack of one.
 
-    python benchmarks/sweep.py            # everything (about 15 min on the project's 2-core machine, if quiet)
+    python benchmarks/sweep.py            # everything (about 7 min on the project's 2-core machine, if quiet)
     python benchmarks/sweep.py --quick    # 10 cells, 300 steps: to check that it runs
     python benchmarks/sweep.py --sections training,one   # some of: sweep, training, cell, one
 
@@ -436,6 +436,9 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # cpu.py's TorchDenoiser
     result = {"quick": args.quick, "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M")}
     sections = {"sweep": sweep_section, "training": training_section, "cell": cell_section, "one": one_section}
+    unknown = [name for name in args.sections.split(",") if name not in sections]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(sections)}")
     for name in args.sections.split(","):
         print(f"{name}:", flush=True)
         result[name] = sections[name](args.quick)

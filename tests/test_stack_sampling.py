@@ -7,6 +7,7 @@ from minidiff.likelihood import flow_nll, network_model, prediction_trace
 from minidiff.mixture import oracle
 from minidiff import data as datasets
 from minidiff.elbo import elbo, elbos
+from minidiff.schedules import at, make_schedule, stack_schedules
 from minidiff.runs.stack import sample_stack, stacked_models
 from minidiff.sample import sample
 from minidiff.train import TrainConfig, make_problem, model_fn
@@ -78,3 +79,22 @@ def test_bounds_of_a_stack_are_each_runs_elbo_bit_for_bit():
                      rng=np.random.default_rng(30 + i))
         assert np.array_equal(together[i].per_example, alone.per_example), config.target
         assert np.array_equal(together[i].terms, alone.terms) and together[i].nats == alone.nats
+
+
+def test_stacked_schedules_give_each_run_its_own_values_and_refuse_different_T():
+    schedules = [make_schedule("cosine", 50), make_schedule("linear", 50), make_schedule("rectified_flow", 50)]
+    together = stack_schedules(schedules)
+    x = np.zeros((3, 4, 2))
+    for t in (0, 17, 49):
+        column = at(together.alpha_bar, t, x)  # (R, 1, 1): run r's ᾱ_t against its rows
+        assert column.shape == (3, 1, 1)
+        assert [float(v) for v in column[:, 0, 0]] == [float(s.alpha_bar[t]) for s in schedules]
+    with pytest.raises(ValueError, match="share T"):
+        stack_schedules([make_schedule("cosine", 50), make_schedule("cosine", 60)])
+
+
+def test_bounds_together_refuse_models_of_different_T():
+    problems = [make_problem(TrainConfig(dataset="gmm2d", T=T)) for T in (40, 50)]
+    with pytest.raises(ValueError, match="share T"):
+        elbos(lambda x_t, t: x_t, [p.schedule for p in problems], [np.zeros((3, 2))] * 2, targets=["eps", "eps"],
+              rngs=[np.random.default_rng(0), np.random.default_rng(1)])

@@ -150,6 +150,25 @@ def test_segments_call_back_with_each_runs_state_and_a_raise_stops_that_run_only
     assert load_arrays(tmp_path / "b" / "checkpoint.npz")["step"] == 20
 
 
+def test_all_runs_at_a_boundary_come_at_once_and_the_runs_returned_leave(tmp_path):
+    configs = mixed()[:2]
+    calls = []
+
+    def on_segments(pairs):
+        calls.append(sorted((r, state.step) for r, state in pairs))
+        return {1: RuntimeError("stop here")} if (1, 20) in calls[-1] else {}
+
+    outcomes = stack.train_stack(configs, [str(tmp_path / "a"), str(tmp_path / "b")], segment=10,
+                                 on_segments=on_segments)
+    assert calls == [[(0, 0), (1, 0)], [(0, 10), (1, 10)], [(0, 20), (1, 20)], [(0, 30)], [(0, 40)]]
+    assert isinstance(outcomes[1], RuntimeError) and outcomes[0].steps == 40
+    assert load_arrays(tmp_path / "b" / "checkpoint.npz")["step"] == 20
+    with pytest.raises(ValueError, match="not both"):
+        stack.train_stack(configs, [str(tmp_path / "c"), str(tmp_path / "d")], segment=10,
+                          on_segment=lambda r, state: None, on_segments=on_segments)
+    assert not (tmp_path / "c").exists()  # refused before any folder is made
+
+
 def test_runs_that_do_not_share_a_network_are_refused(tmp_path):
     with pytest.raises(ValueError, match="share hidden"):
         stack.train_stack([TrainConfig(**BASE), TrainConfig(**{**BASE, "hidden": 8})], [str(tmp_path / "a"),

@@ -74,7 +74,7 @@ def train_stack(configs, out_dirs, *, resume=False, segment=None, on_segment=Non
     on_exit(r, outcome), if given, is called as run r leaves the stack, its folder complete.
     advance(steps, stopped), if given, is told the run-steps done — at the start those the runs had done before
     (resume), then after every stacked step its own, and for a run that stops early the steps it will not do — and
-    the number of runs that stopped early (diverged, or stopped by on_segment). echo(text) says what each run
+    the number of runs that stopped early (diverged, or stopped by on_segment or on_segments). echo(text) says what each run
     reports (its skipped steps)."""
     check_stackable(configs)
     if on_segment is not None:

@@ -65,10 +65,8 @@ class Cell:
                 steps, thetas, _, _ = trajectory.load_snapshots(self.run_dir)
                 self.path = (list(steps), list(thetas))
 
-    def at_segment(self, state, snapshot=True):
-        """After a segment: the snapshot (unless the caller saves it) and the check of this step, each once."""
-        if snapshot:
-            self.snapshot(state)
+    def at_segment(self, state):
+        """After a segment of a cell alone: the check of this step, once (train_with_snapshots saves the snapshot)."""
         if self.unchecked(state):
             self.checks(state)
             self.checks.save(self.run_dir)
@@ -164,7 +162,7 @@ def run_cell(task, index, config, report):
             def on_segment(state):
                 report(state.step - previous[0], False)
                 previous[0] = state.step
-                cell.at_segment(state, snapshot=False)  # train_with_snapshots saves them
+                cell.at_segment(state)
             result = trajectory.train_with_snapshots(config, cell.run_dir, sweep.check_every, on_segment=on_segment,
                                                      evaluate=False, echo=silent)
         except run.Interrupted:

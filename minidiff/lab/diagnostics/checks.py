@@ -18,8 +18,8 @@ Together. Past training, what a cell costs is these checks: 500 samples through 
 points through T = 1000 bound terms, about as many network evaluations as its training. The cells of a stack are
 checked at once: each sampler step and each bound term is one stacked network evaluation for all of them
 (`runs.stack.sample_stack`, `runs.stack.stacked_models`), and each bound term one computation for the cells of a
-target (`elbo.elbos`), while each cell draws from its own generator in the order it would alone. A cell trained alone is checked by the same functions, as a stack of one, so both engines give
-the same numbers, bit for bit.
+target (`elbo.elbos`), while each cell draws from its own generator in the order it would alone. A cell trained
+alone is checked by the same functions, as a stack of one, so both engines give the same numbers, bit for bit.
 """
 import os
 
@@ -97,18 +97,25 @@ def check_together(checks, states):
     return failed
 
 
+def by_T(checks):
+    """The positions of the cells, grouped by T (a stack is sampled and bounded together only within one T)."""
+    groups = {}
+    for r, c in enumerate(checks):
+        groups.setdefault(c.config.T, []).append(r)
+    return list(groups.values())
+
+
 def energies(checks, emas):
     """The energy distance of each cell's quality_n ancestral samples (DDPM respaced to quality_steps) to as many
     held-out points: the cells of one T sampled as one stack (`runs.stack.sample_stack`), each from its checks'
     generator — the samples `sample.sample` draws with it, to rounding, and the same in either engine."""
     out = [None] * len(checks)
-    for T in sorted({c.config.T for c in checks}):
-        group = [r for r, c in enumerate(checks) if c.config.T == T]
-        sweep = checks[group[0]].sweep
-        samples = runstack.sample_stack([emas[r] for r in group], [checks[r].problem for r in group],
-                                        [checks[r].config for r in group], sweep.quality_n,
-                                        [checks[r].rng for r in group], sampler="ddpm",
-                                        steps=min(sweep.quality_steps, T))
+    for group in by_T(checks):
+        cells = [checks[r] for r in group]
+        sweep = cells[0].sweep
+        samples = runstack.sample_stack([emas[r] for r in group], [c.problem for c in cells],
+                                        [c.config for c in cells], sweep.quality_n, [c.rng for c in cells],
+                                        sampler="ddpm", steps=min(sweep.quality_steps, cells[0].config.T))
         for r, x in zip(group, samples):
             out[r] = _energy(checks[r], x)
     return out
@@ -127,11 +134,10 @@ def bounds_together(checks, emas):
     """[{elbo_nats, elbo_bits_per_dim, elbo_stderr_nats}] of each cell's EMA model on its quality_n held-out points,
     every T term (`elbo.elbos`), the networks of one T evaluated as one stack (`runs.stack.stacked_models`)."""
     out = [None] * len(checks)
-    for T in sorted({c.config.T for c in checks}):
-        group = [r for r, c in enumerate(checks) if c.config.T == T]
+    for group in by_T(checks):
         cells = [checks[r] for r in group]
         forward = runstack.stacked_models([emas[r] for r in group], [c.problem for c in cells],
-                                          [c.config for c in cells], np.arange(T))
+                                          [c.config for c in cells], np.arange(cells[0].config.T))
         with np.errstate(all="ignore"):
             bounds = elbos(forward, [c.problem.schedule for c in cells],
                            [c.x_held[:c.sweep.quality_n] for c in cells], targets=[c.problem.target for c in cells],
